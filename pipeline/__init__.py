@@ -1,0 +1,3 @@
+"""ccpipe: real-time contact-center metrics (FRT, FCR, sentiment) from Kafka to ClickHouse and Prometheus."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,312 @@
+"""The metric engine: a pure function of (state, batch of events) → facts and window rows.
+
+No I/O here. `ccpipe compute` and the streaming agents both feed batches to `Engine.process`
+and move what it returns (changed conversation records, window rows, invalid events) to
+their outputs. Results do not depend on how the input is cut into batches.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.engine.conversations import Conversation, covers
+from pipeline.engine.dedup import EventIdSet
+from pipeline.engine.sentiment import message_score
+from pipeline.engine.windows import SENTIMENT, SURVEY, Key, WindowRow, WindowStore
+from pipeline.events import FUTURE_TIMESTAMP, Event, InvalidEvent
+from pipeline.settings import ROLLING_SPANS, EngineSettings
+
+# Deadlines kept in the timer heap.
+_FCR_FINAL, _EVICT = 0, 1
+# Idle conversations are looked for this many times per idle timeout.
+_SWEEPS_PER_IDLE_TIMEOUT = 16
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one call to `Engine.process` changed."""
+
+    conversations: list[dict[str, Any]] = field(default_factory=list)
+    windows: list[WindowRow] = field(default_factory=list)
+    invalid: list[InvalidEvent] = field(default_factory=list)
+    evicted: int = 0
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Running totals, for counters and the end-of-run summary."""
+
+    valid: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, channel)
+    invalid: Counter[str] = field(default_factory=Counter)  # reason
+    duplicates: int = 0
+    late: int = 0
+    late_samples: int = 0  # window samples refused because their window was already final
+
+
+class Engine:
+    """Conversation state, windows, de-duplication and the event-time watermark."""
+
+    def __init__(self, settings: EngineSettings | None = None) -> None:
+        self.settings = settings or EngineSettings()
+        s = self.settings
+        self.windows = WindowStore(s.window_seconds, s.sla_target, max(ROLLING_SPANS.values()))
+        self.conversations: dict[str, Conversation] = {}
+        self.customers: dict[str, list[Conversation]] = {}
+        self.waiting_by_key: dict[Key, dict[str, float]] = {}
+        self.event_ids = EventIdSet(s.dedup_horizon_seconds)
+        self.stats = EngineStats()
+        self.newest: float | None = None
+        self._timers: list[tuple[float, int, int, str]] = []
+        self._sequence = itertools.count()
+        self._next_sweep = -math.inf
+        self._changed: dict[str, Conversation] = {}
+        self._batch = Batch()
+
+    # --- input -----------------------------------------------------------------------------
+
+    def process(self, items: Iterable[Event | InvalidEvent]) -> Batch:
+        """Apply a batch of decoded events in order; return what changed."""
+        for item in items:
+            if isinstance(item, Event):
+                self._event(item)
+            else:
+                self._reject(item)
+        return self._drain()
+
+    def flush(self) -> Batch:
+        """End of input: seal every window and report every conversation still in memory."""
+        self._batch.windows.extend(self.windows.advance(math.inf))
+        self._changed.update(self.conversations)
+        return self._drain()
+
+    def _reject(self, invalid: InvalidEvent) -> None:
+        self.stats.invalid[invalid.reason] += 1
+        self._batch.invalid.append(invalid)
+
+    def _event(self, event: Event) -> None:
+        s = self.settings
+        t = event.timestamp
+        newest = self.newest
+        if newest is not None and t > newest + s.future_tolerance_seconds:
+            detail = f"timestamp is {t - newest:.0f} s ahead of the newest event (limit {s.future_tolerance_seconds:.0f} s)"
+            self._reject(InvalidEvent(FUTURE_TIMESTAMP, detail, event.raw, event.origin))
+            return
+        if not self.event_ids.add(event.event_id, t):
+            self.stats.duplicates += 1
+            return
+        if newest is not None and t < newest - s.allowed_lateness_seconds:
+            self.stats.late += 1
+        self.stats.valid[(event.type, event.channel)] += 1
+        self._apply(event)
+        if newest is None or t > newest:
+            self.newest = t
+            self._advance(t)
+
+    def _apply(self, event: Event) -> None:
+        conv = self.conversations.get(event.conversation_id)
+        if conv is None:
+            conv = self.conversations[event.conversation_id] = Conversation(event)
+            self.customers.setdefault(conv.customer_id, []).append(conv)
+        old_key = conv.key
+        if conv.observe(event):
+            self._move(conv, old_key)
+        old_start = conv.start
+        t = event.timestamp
+        kind = event.type
+        if kind == "message":
+            if event.direction == "inbound":
+                conv.messages_inbound += 1
+                if event.author == "customer":
+                    conv.add_start_candidate(t)
+                    score = message_score(event.sentiment, event.text)
+                    if score is not None:
+                        conv.add_sentiment(t, event.event_id, score)
+                        self._place_message_sample(conv, t, SENTIMENT, score)
+            else:
+                conv.messages_outbound += 1
+                if event.author == "agent":
+                    conv.add_agent_reply(t, event.agent_id or "")
+        elif kind == "conversation_started":
+            conv.add_start_candidate(t)
+        elif kind == "conversation_resolved":
+            conv.add_resolution(t)
+            self._resolution_added(conv)
+        elif kind == "conversation_reopened":
+            conv.add_reopen(t)
+        elif kind == "conversation_abandoned":
+            conv.add_abandon(t)
+        elif kind == "survey":
+            conv.add_survey(event)
+            self._place_message_sample(conv, t, SURVEY, (event.csat, event.nps, event.ces))
+        if conv.start != old_start:
+            self._start_moved(conv, old_start)
+        self._refresh_samples(conv)
+        self._refresh_waiting(conv, old_key)
+        self._changed[conv.conversation_id] = conv
+
+    # --- repeat contacts (across a customer's conversations, any channel) ------------------
+
+    def _start_moved(self, conv: Conversation, old_start: float | None) -> None:
+        horizon = self.settings.fcr_horizon_seconds
+        start = conv.start
+        assert start is not None
+        others = [c for c in self.customers[conv.customer_id] if c is not conv]
+        repeat = any(covers(c.resolutions, start, horizon) for c in others)
+        self._set_repeat(conv, repeat)
+        for earlier in others:
+            if covers(earlier.resolutions, start, horizon) or (
+                old_start is not None and covers(earlier.resolutions, old_start, horizon)
+            ):
+                self._refresh_fcr_blocked(earlier)
+
+    def _resolution_added(self, conv: Conversation) -> None:
+        horizon = self.settings.fcr_horizon_seconds
+        for later in self.customers[conv.customer_id]:
+            if later is not conv and later.start is not None and covers(conv.resolutions, later.start, horizon):
+                self._set_repeat(later, True)
+        self._refresh_fcr_blocked(conv)
+        resolved_at = conv.resolutions[-1]
+        deadline = resolved_at + horizon
+        self._push_timer(deadline, _FCR_FINAL, conv.conversation_id)
+        self._push_timer(deadline + self.settings.allowed_lateness_seconds, _EVICT, conv.conversation_id)
+
+    def _refresh_fcr_blocked(self, conv: Conversation) -> None:
+        horizon = self.settings.fcr_horizon_seconds
+        blocked = any(
+            c is not conv and c.start is not None and covers(conv.resolutions, c.start, horizon)
+            for c in self.customers[conv.customer_id]
+        )
+        if blocked != conv.fcr_blocked:
+            conv.fcr_blocked = blocked
+            self._changed[conv.conversation_id] = conv
+
+    def _set_repeat(self, conv: Conversation, repeat: bool) -> None:
+        if conv.repeat_contact != repeat:
+            conv.repeat_contact = repeat
+            self._refresh_samples(conv)
+            self._changed[conv.conversation_id] = conv
+
+    # --- window samples --------------------------------------------------------------------
+
+    def _place_message_sample(self, conv: Conversation, t: float, kind: int, value: Any) -> None:
+        if self.windows.apply(conv.key, t, kind, value, +1):
+            conv.recent.append((kind, t, value))
+        else:
+            self.stats.late_samples += 1
+
+    def _refresh_samples(self, conv: Conversation) -> None:
+        """Bring the conversation's derived samples in the windows up to date with its facts."""
+        windows = self.windows
+        placed = conv.placed
+        wanted = conv.desired_samples()
+        for name in placed.keys() | wanted.keys():
+            old = placed.get(name)
+            new = wanted.get(name)
+            if old == new:
+                continue
+            if old is not None:
+                if windows.is_final(old[1]):
+                    continue  # a final window keeps what it has
+                windows.apply(conv.key, old[1], old[0], old[2], -1)
+                del placed[name]
+            if new is not None:
+                if windows.apply(conv.key, new[1], new[0], new[2], +1):
+                    placed[name] = new
+                else:
+                    self.stats.late_samples += 1
+
+    def _move(self, conv: Conversation, old_key: Key) -> None:
+        """The conversation's first event changed its (channel, queue): move open samples."""
+        windows = self.windows
+        kept = []
+        for kind, t, value in conv.recent:
+            if not windows.is_final(t):
+                windows.apply(old_key, t, kind, value, -1)
+                windows.apply(conv.key, t, kind, value, +1)
+                kept.append((kind, t, value))
+        conv.recent = kept
+        for kind, t, value in conv.placed.values():
+            if not windows.is_final(t):
+                windows.apply(old_key, t, kind, value, -1)
+                windows.apply(conv.key, t, kind, value, +1)
+
+    # --- live queue state ------------------------------------------------------------------
+
+    def _refresh_waiting(self, conv: Conversation, old_key: Key) -> None:
+        waiting = self.waiting_by_key
+        previous = waiting.get(old_key)
+        if previous is not None:
+            previous.pop(conv.conversation_id, None)
+        if conv.waiting:
+            waiting.setdefault(conv.key, {})[conv.conversation_id] = conv.start  # type: ignore[assignment]
+
+    def waiting(self, now: float) -> dict[Key, tuple[int, float | None]]:
+        """Per key: conversations waiting for a first response, and how long the oldest waits."""
+        return {
+            key: (len(starts), max(0.0, now - min(starts.values())) if starts else None)
+            for key, starts in self.waiting_by_key.items()
+        }
+
+    def rolling(self, now: float) -> dict[str, dict[Key, dict[str, Any]]]:
+        """The 5m/15m/1h rolling views at `now`, each an exact merge of tumbling windows."""
+        return {name: self.windows.rolling(span, now) for name, span in ROLLING_SPANS.items()}
+
+    # --- time ------------------------------------------------------------------------------
+
+    def _advance(self, newest: float) -> None:
+        s = self.settings
+        self._batch.windows.extend(self.windows.advance(newest - s.allowed_lateness_seconds))
+        self.event_ids.expire(newest)
+        timers = self._timers
+        while timers and timers[0][0] <= newest:
+            _, _, what, conversation_id = heapq.heappop(timers)
+            conv = self.conversations.get(conversation_id)
+            if conv is None or not conv.resolutions:
+                continue
+            deadline = conv.resolutions[-1] + s.fcr_horizon_seconds
+            if what == _FCR_FINAL and deadline <= newest:
+                self._changed[conversation_id] = conv
+            elif what == _EVICT and deadline + s.allowed_lateness_seconds <= newest:
+                self._evict(conv)
+        if newest >= self._next_sweep:
+            step = s.idle_timeout_seconds / _SWEEPS_PER_IDLE_TIMEOUT
+            self._next_sweep = newest + step
+            idle_before = newest - s.idle_timeout_seconds
+            for conv in [c for c in self.conversations.values() if not c.resolutions and c.last_seen < idle_before]:
+                self._evict(conv)
+
+    def _push_timer(self, deadline: float, what: int, conversation_id: str) -> None:
+        heapq.heappush(self._timers, (deadline, next(self._sequence), what, conversation_id))
+
+    def _evict(self, conv: Conversation) -> None:
+        """Report the conversation's last record and forget it."""
+        self._changed.pop(conv.conversation_id, None)
+        self._batch.conversations.append(conv.record(self.newest or 0.0, self.settings.fcr_horizon_seconds))
+        del self.conversations[conv.conversation_id]
+        siblings = self.customers.get(conv.customer_id, [])
+        if conv in siblings:
+            siblings.remove(conv)
+            if not siblings:
+                del self.customers[conv.customer_id]
+        waiting = self.waiting_by_key.get(conv.key)
+        if waiting is not None:
+            waiting.pop(conv.conversation_id, None)
+        self._batch.evicted += 1
+
+    # --- output ----------------------------------------------------------------------------
+
+    def _drain(self) -> Batch:
+        batch = self._batch
+        newest = self.newest if self.newest is not None else 0.0
+        horizon = self.settings.fcr_horizon_seconds
+        batch.conversations.extend(conv.record(newest, horizon) for conv in self._changed.values())
+        batch.windows.extend(self.windows.changed_rows())
+        self._changed = {}
+        self._batch = Batch()
+        return batch

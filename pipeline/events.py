@@ -1,0 +1,243 @@
+"""Decode and validate one interaction event (contract §1).
+
+Runs on every message, so it is a straight-line check on the decoded dict rather than a
+generic JSON Schema walk; `schemas/interaction-event.schema.json` states the same rules and
+a test feeds both the same examples. Validation never raises: a bad event becomes an
+`InvalidEvent` carrying a stable reason code (a Prometheus label) and a human detail.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from pipeline.timefmt import EPOCH_MAX, EPOCH_MIN, parse_rfc3339
+
+EVENT_TYPES = frozenset(
+    {
+        "conversation_started",
+        "message",
+        "agent_assigned",
+        "conversation_resolved",
+        "conversation_reopened",
+        "conversation_abandoned",
+        "survey",
+    }
+)
+DIRECTIONS = frozenset({"inbound", "outbound"})
+AUTHORS = frozenset({"customer", "agent", "bot", "system"})
+DEFAULT_QUEUE = "default"
+
+# Bytes above which a message is refused before it is parsed at all.
+MAX_EVENT_BYTES = 1024 * 1024
+MAX_TEXT_CHARS = 64 * 1024
+
+_CHANNEL = re.compile(r"[a-z0-9_-]{1,32}")
+
+# Reason codes: a closed set, so they are safe as metric labels and table values.
+NOT_JSON = "not_json"
+NOT_OBJECT = "not_object"
+TOO_LARGE = "too_large"
+MISSING_FIELD = "missing_field"
+WRONG_TYPE = "wrong_type"
+OUT_OF_RANGE = "out_of_range"
+UNKNOWN_TYPE = "unknown_type"
+BAD_TIMESTAMP = "bad_timestamp"
+FUTURE_TIMESTAMP = "future_timestamp"
+REASONS = (
+    NOT_JSON,
+    NOT_OBJECT,
+    TOO_LARGE,
+    MISSING_FIELD,
+    WRONG_TYPE,
+    OUT_OF_RANGE,
+    UNKNOWN_TYPE,
+    BAD_TIMESTAMP,
+    FUTURE_TIMESTAMP,
+)
+
+
+@dataclass(slots=True)
+class Event:
+    """A valid event, normalized: `timestamp` is epoch seconds, `queue` is never absent."""
+
+    event_id: str
+    type: str
+    conversation_id: str
+    customer_id: str
+    channel: str
+    queue: str
+    timestamp: float
+    direction: str | None = None
+    author: str | None = None
+    agent_id: str | None = None
+    text: str | None = None
+    sentiment: float | None = None
+    csat: int | None = None
+    nps: int | None = None
+    ces: int | None = None
+    raw: bytes = b""
+    # Where it came from ("line 12", "interactions[3]@1042"), for error reports.
+    origin: str = ""
+
+
+@dataclass(slots=True)
+class InvalidEvent:
+    """An event refused by validation, kept whole for the dead-letter path."""
+
+    reason: str
+    detail: str
+    raw: bytes
+    origin: str = ""
+
+
+class _Invalid(Exception):  # noqa: N818 - internal control flow, never escapes this module
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def decode_event(raw: bytes | str, origin: str = "") -> Event | InvalidEvent:
+    """Parse one message (bytes or str) and validate it; never raises."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if len(data) > MAX_EVENT_BYTES:
+        detail = f"message is {len(data)} bytes, limit {MAX_EVENT_BYTES}"
+        return InvalidEvent(TOO_LARGE, detail, data, origin)
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return InvalidEvent(NOT_JSON, f"not JSON: {exc}", data, origin)
+    return validate_event(obj, data, origin)
+
+
+def validate_event(obj: Any, raw: bytes = b"", origin: str = "") -> Event | InvalidEvent:
+    """Check a decoded JSON value against contract §1; never raises."""
+    if not isinstance(obj, dict):
+        return InvalidEvent(NOT_OBJECT, f"expected a JSON object, got {_json_type(obj)}", raw, origin)
+    try:
+        return _build(obj, raw, origin)
+    except _Invalid as bad:
+        return InvalidEvent(bad.reason, bad.detail, raw, origin)
+
+
+def _build(obj: dict[str, Any], raw: bytes, origin: str) -> Event:
+    event_type = _present(obj, "type", required=True)
+    if not isinstance(event_type, str):
+        raise _Invalid(WRONG_TYPE, f"type must be a string, got {_json_type(event_type)}")
+    if event_type not in EVENT_TYPES:
+        raise _Invalid(UNKNOWN_TYPE, f"type {event_type[:64]!r} is not one of {sorted(EVENT_TYPES)}")
+    channel = _string(obj, "channel", 1, 32, required=True)
+    if not _CHANNEL.fullmatch(channel):
+        raise _Invalid(OUT_OF_RANGE, f"channel {channel!r} must match [a-z0-9_-]{{1,32}}")
+    event = Event(
+        event_id=_string(obj, "event_id", 1, 128, required=True),
+        type=event_type,
+        conversation_id=_string(obj, "conversation_id", 1, 128, required=True),
+        customer_id=_string(obj, "customer_id", 1, 128, required=True),
+        channel=channel,
+        queue=_string(obj, "queue", 1, 64) or DEFAULT_QUEUE,
+        timestamp=_timestamp(obj),
+        direction=_choice(obj, "direction", DIRECTIONS, required=event_type == "message"),
+        author=_choice(obj, "author", AUTHORS, required=event_type == "message"),
+        agent_id=_string(obj, "agent_id", 1, 128),
+        text=_string(obj, "text", 0, MAX_TEXT_CHARS),
+        sentiment=_number(obj, "sentiment", -1.0, 1.0),
+        csat=_integer(obj, "csat", 1, 5),
+        nps=_integer(obj, "nps", 0, 10),
+        ces=_integer(obj, "ces", 1, 7),
+        raw=raw,
+        origin=origin,
+    )
+    if event_type == "survey" and event.csat is None and event.nps is None and event.ces is None:
+        raise _Invalid(MISSING_FIELD, "a survey needs at least one of csat, nps, ces")
+    return event
+
+
+def _present(obj: dict[str, Any], field: str, required: bool) -> Any:
+    """The field's value; absent and null are the same for optional fields."""
+    value = obj.get(field)
+    if value is None and required:
+        if field in obj:
+            raise _Invalid(WRONG_TYPE, f"{field} is null, expected a value")
+        raise _Invalid(MISSING_FIELD, f"required field {field} is missing")
+    return value
+
+
+def _string(obj: dict[str, Any], field: str, low: int, high: int, required: bool = False) -> Any:
+    value = _present(obj, field, required)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Invalid(WRONG_TYPE, f"{field} must be a string, got {_json_type(value)}")
+    if not low <= len(value) <= high:
+        raise _Invalid(OUT_OF_RANGE, f"{field} must be {low}-{high} characters, got {len(value)}")
+    return value
+
+
+def _choice(obj: dict[str, Any], field: str, allowed: frozenset[str], required: bool) -> Any:
+    value = _present(obj, field, required)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Invalid(WRONG_TYPE, f"{field} must be a string, got {_json_type(value)}")
+    if value not in allowed:
+        raise _Invalid(OUT_OF_RANGE, f"{field} {value!r} is not one of {sorted(allowed)}")
+    return value
+
+
+def _number(obj: dict[str, Any], field: str, low: float, high: float) -> float | None:
+    value = obj.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(WRONG_TYPE, f"{field} must be a number, got {_json_type(value)}")
+    if not low <= value <= high:
+        raise _Invalid(OUT_OF_RANGE, f"{field} {value} is outside [{low}, {high}]")
+    return float(value)
+
+
+def _integer(obj: dict[str, Any], field: str, low: int, high: int) -> int | None:
+    value = obj.get(field)
+    if value is None:
+        return None
+    # JSON Schema counts 4.0 as an integer; so do we.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(WRONG_TYPE, f"{field} must be an integer, got {_json_type(value)}")
+    if not low <= value <= high:
+        raise _Invalid(OUT_OF_RANGE, f"{field} {value} is outside [{low}, {high}]")
+    return value
+
+
+def _timestamp(obj: dict[str, Any]) -> float:
+    value = _present(obj, "timestamp", required=True)
+    if isinstance(value, str):
+        seconds = parse_rfc3339(value)
+        if seconds is None:
+            raise _Invalid(BAD_TIMESTAMP, f"timestamp {value[:64]!r} is not RFC 3339 with an offset")
+        return seconds
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(WRONG_TYPE, f"timestamp must be a string or a number, got {_json_type(value)}")
+    if not math.isfinite(value) or not EPOCH_MIN <= value <= EPOCH_MAX:
+        raise _Invalid(BAD_TIMESTAMP, f"epoch timestamp {value} is outside years 1970-9999")
+    return float(value)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
