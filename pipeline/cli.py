@@ -80,22 +80,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compute.add_argument("--input", required=True, help="events, one JSON object a line ('-' for stdin)")
     compute.add_argument("--windows-out", required=True, help="where to write window rows (JSONL)")
-    compute.add_argument("--conversations-out", required=True, help="where to write conversation records (JSONL)")
-    compute.add_argument("--window-seconds", type=_seconds, default=60.0, help="tumbling window size (default 60)")
     compute.add_argument(
-        "--fcr-horizon-seconds", type=_seconds, default=604800.0, help="FCR horizon H (default 604800 = 7 days)"
+        "--conversations-out", required=True, help="where to write conversation records (JSONL)"
     )
     compute.add_argument(
-        "--allowed-lateness-seconds", type=_non_negative_seconds, default=300.0, help="allowed lateness (default 300)"
+        "--window-seconds", type=_seconds, default=60.0, help="tumbling window size (default 60)"
+    )
+    compute.add_argument(
+        "--fcr-horizon-seconds",
+        type=_seconds,
+        default=604800.0,
+        help="FCR horizon H (default 604800 = 7 days)",
+    )
+    compute.add_argument(
+        "--allowed-lateness-seconds",
+        type=_non_negative_seconds,
+        default=300.0,
+        help="allowed lateness (default 300)",
     )
     compute.set_defaults(handler=_compute)
 
     generate = commands.add_parser(
-        "generate", help="write simulated interaction events to a JSONL file (for compute, replay, benchmarks)"
+        "generate",
+        help="write simulated interaction events to a JSONL file (for compute, replay, benchmarks)",
     )
     generate.add_argument("--output", required=True, help="JSONL file to write")
     generate.add_argument("--events", type=int, default=100_000, help="how many events (default 100000)")
-    generate.add_argument("--conversations", type=int, default=20_000, help="conversations a simulated day holds")
+    generate.add_argument(
+        "--conversations", type=int, default=20_000, help="conversations a simulated day holds"
+    )
     generate.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     generate.set_defaults(handler=_simulate_file)
     return parser

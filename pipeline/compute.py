@@ -80,6 +80,7 @@ def run_compute(
     windows_out: IO[bytes],
     conversations_out: IO[bytes],
     settings: EngineSettings,
+    *,
     errors: IO[str] = sys.stderr,
     total_bytes: int | None = None,
 ) -> ComputeSummary:
@@ -89,10 +90,18 @@ def run_compute(
     records: dict[str, dict[str, Any]] = {}
     windows_written = 0
     show_progress = total_bytes is not None and errors.isatty()
-    progress = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="compute", file=errors) if show_progress else None
+    progress = (
+        tqdm(total=total_bytes, unit="B", unit_scale=True, desc="compute", file=errors)
+        if show_progress
+        else None
+    )
     lines = 0
 
-    def absorb(batch_windows: list[WindowRow], conversations: list[dict[str, Any]], invalid: list[InvalidEvent]) -> None:
+    def absorb(
+        batch_windows: list[WindowRow],
+        conversations: list[dict[str, Any]],
+        invalid: list[InvalidEvent],
+    ) -> None:
         nonlocal windows_written
         for bad in invalid:
             errors.write(f"{bad.origin}: {bad.reason}: {bad.detail}\n")

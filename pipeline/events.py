@@ -126,36 +126,70 @@ def validate_event(obj: Any, raw: bytes = b"", origin: str = "") -> Event | Inva
 
 
 def _build(obj: dict[str, Any], raw: bytes, origin: str) -> Event:
-    event_type = _present(obj, "type", required=True)
-    if not isinstance(event_type, str):
-        raise _Invalid(WRONG_TYPE, f"type must be a string, got {_json_type(event_type)}")
-    if event_type not in EVENT_TYPES:
+    # Fast path: the common well-formed event passes these identity checks without a call each;
+    # anything unusual falls through to the field checkers, which name the exact problem.
+    get = obj.get
+    event_type = get("type")
+    if type(event_type) is not str or event_type not in EVENT_TYPES:
+        event_type = _present(obj, "type", required=True)
+        if not isinstance(event_type, str):
+            raise _Invalid(WRONG_TYPE, f"type must be a string, got {_json_type(event_type)}")
         raise _Invalid(UNKNOWN_TYPE, f"type {event_type[:64]!r} is not one of {sorted(EVENT_TYPES)}")
-    channel = _string(obj, "channel", 1, 32, required=True)
-    if not _CHANNEL.fullmatch(channel):
+    event_id = get("event_id")
+    conversation_id = get("conversation_id")
+    customer_id = get("customer_id")
+    if not (
+        type(event_id) is str
+        and type(conversation_id) is str
+        and type(customer_id) is str
+        and 0 < len(event_id) <= 128
+        and 0 < len(conversation_id) <= 128
+        and 0 < len(customer_id) <= 128
+    ):
+        event_id = _string(obj, "event_id", 1, 128, required=True)
+        conversation_id = _string(obj, "conversation_id", 1, 128, required=True)
+        customer_id = _string(obj, "customer_id", 1, 128, required=True)
+    channel = get("channel")
+    if type(channel) is not str or not _CHANNEL.fullmatch(channel):
+        channel = _string(obj, "channel", 1, 32, required=True)
         raise _Invalid(OUT_OF_RANGE, f"channel {channel!r} must match [a-z0-9_-]{{1,32}}")
-    event = Event(
-        event_id=_string(obj, "event_id", 1, 128, required=True),
-        type=event_type,
-        conversation_id=_string(obj, "conversation_id", 1, 128, required=True),
-        customer_id=_string(obj, "customer_id", 1, 128, required=True),
-        channel=channel,
-        queue=_string(obj, "queue", 1, 64) or DEFAULT_QUEUE,
-        timestamp=_timestamp(obj),
-        direction=_choice(obj, "direction", DIRECTIONS, required=event_type == "message"),
-        author=_choice(obj, "author", AUTHORS, required=event_type == "message"),
-        agent_id=_string(obj, "agent_id", 1, 128),
-        text=_string(obj, "text", 0, MAX_TEXT_CHARS),
-        sentiment=_number(obj, "sentiment", -1.0, 1.0),
-        csat=_integer(obj, "csat", 1, 5),
-        nps=_integer(obj, "nps", 0, 10),
-        ces=_integer(obj, "ces", 1, 7),
-        raw=raw,
-        origin=origin,
+    queue = get("queue")
+    if queue is None:
+        queue = DEFAULT_QUEUE
+    elif type(queue) is not str or not 0 < len(queue) <= 64:
+        queue = _string(obj, "queue", 1, 64)
+    timestamp = get("timestamp")
+    timestamp = (
+        float(timestamp)
+        if type(timestamp) in (int, float) and EPOCH_MIN <= timestamp <= EPOCH_MAX
+        else _timestamp(obj)
     )
-    if event_type == "survey" and event.csat is None and event.nps is None and event.ces is None:
-        raise _Invalid(MISSING_FIELD, "a survey needs at least one of csat, nps, ces")
-    return event
+    direction = get("direction")
+    author = get("author")
+    if event_type == "message" or direction is not None or author is not None:
+        required = event_type == "message"
+        direction = _choice(obj, "direction", DIRECTIONS, required)
+        author = _choice(obj, "author", AUTHORS, required)
+    agent_id = get("agent_id")
+    if agent_id is not None and (type(agent_id) is not str or not 0 < len(agent_id) <= 128):
+        agent_id = _string(obj, "agent_id", 1, 128)
+    text = get("text")
+    if text is not None and (type(text) is not str or len(text) > MAX_TEXT_CHARS):
+        text = _string(obj, "text", 0, MAX_TEXT_CHARS)
+    sentiment = get("sentiment")
+    if sentiment is not None:
+        sentiment = _number(obj, "sentiment", -1.0, 1.0)
+    csat = nps = ces = None
+    if event_type == "survey" or "csat" in obj or "nps" in obj or "ces" in obj:
+        csat = _integer(obj, "csat", 1, 5)
+        nps = _integer(obj, "nps", 0, 10)
+        ces = _integer(obj, "ces", 1, 7)
+        if event_type == "survey" and csat is None and nps is None and ces is None:
+            raise _Invalid(MISSING_FIELD, "a survey needs at least one of csat, nps, ces")
+    return Event(
+        event_id, event_type, conversation_id, customer_id, channel, queue, timestamp,
+        direction, author, agent_id, text, sentiment, csat, nps, ces, raw, origin,
+    )  # fmt: skip
 
 
 def _present(obj: dict[str, Any], field: str, required: bool) -> Any:

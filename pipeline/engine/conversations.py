@@ -29,9 +29,9 @@ class Conversation:
         "conversation_id",
         "csat",
         "customer_id",
+        "fcr_blocked",
         "first_agent_id",
         "first_response",
-        "fcr_blocked",
         "key",
         "key_time",
         "last_seen",
@@ -89,8 +89,7 @@ class Conversation:
     def observe(self, event: Event) -> bool:
         """Note an event's time; True when it is now the earliest and so names the key."""
         t = event.timestamp
-        if t > self.last_seen:
-            self.last_seen = t
+        self.last_seen = max(self.last_seen, t)
         if t < self.key_time:
             self.key_time = t
             new_key = (event.channel, event.queue)
@@ -208,7 +207,11 @@ class Conversation:
         for index, r in enumerate(self.resolutions):
             # Equal resolution times are told apart by their rank among equals.
             rank = index - bisect.bisect_left(self.resolutions, r) if r == previous else 0
-            wanted[(RESOLUTION, r, rank)] = (RESOLUTION, r, not repeat and not self.reopened_before(r))
+            wanted[(RESOLUTION, r, rank)] = (
+                RESOLUTION,
+                r,
+                not repeat and not self.reopened_before(r),
+            )
             previous = r
         return wanted
 

@@ -94,7 +94,8 @@ class Engine:
         t = event.timestamp
         newest = self.newest
         if newest is not None and t > newest + s.future_tolerance_seconds:
-            detail = f"timestamp is {t - newest:.0f} s ahead of the newest event (limit {s.future_tolerance_seconds:.0f} s)"
+            limit = s.future_tolerance_seconds
+            detail = f"timestamp is {t - newest:.0f} s ahead of the newest event (limit {limit:.0f} s)"
             self._reject(InvalidEvent(FUTURE_TIMESTAMP, detail, event.raw, event.origin))
             return
         if not self.event_ids.add(event.event_id, t):
@@ -168,7 +169,11 @@ class Engine:
     def _resolution_added(self, conv: Conversation) -> None:
         horizon = self.settings.fcr_horizon_seconds
         for later in self.customers[conv.customer_id]:
-            if later is not conv and later.start is not None and covers(conv.resolutions, later.start, horizon):
+            if (
+                later is not conv
+                and later.start is not None
+                and covers(conv.resolutions, later.start, horizon)
+            ):
                 self._set_repeat(later, True)
         self._refresh_fcr_blocked(conv)
         resolved_at = conv.resolutions[-1]
@@ -278,7 +283,9 @@ class Engine:
             step = s.idle_timeout_seconds / _SWEEPS_PER_IDLE_TIMEOUT
             self._next_sweep = newest + step
             idle_before = newest - s.idle_timeout_seconds
-            for conv in [c for c in self.conversations.values() if not c.resolutions and c.last_seen < idle_before]:
+            for conv in [
+                c for c in self.conversations.values() if not c.resolutions and c.last_seen < idle_before
+            ]:
                 self._evict(conv)
 
     def _push_timer(self, deadline: float, what: int, conversation_id: str) -> None:

@@ -47,7 +47,7 @@ class ExactSamples:
             del self.values[index]
 
     def quantile(self, q: float) -> float:
-        """The sample at 0-based rank floor(q·(n−1)), as the contract defines it."""
+        """The sample at 0-based rank floor(q·(n-1)), as the contract defines it."""
         return self.values[math.floor(q * (len(self.values) - 1))]
 
     def maximum(self) -> float:
@@ -203,9 +203,7 @@ class WindowAggregate:
     @property
     def activity(self) -> int:
         """How many samples this window holds; zero means the window has no row."""
-        return (
-            self.started + self.frt_n + self.abandoned + self.resolved + self.sentiment_n + self.surveys
-        )
+        return self.started + self.frt_n + self.abandoned + self.resolved + self.sentiment_n + self.surveys
 
     def result(self) -> dict[str, Any]:
         """The contract §3 fields (without the key); a statistic with no samples is None."""
@@ -302,6 +300,8 @@ class WindowStore:
 
     def advance(self, watermark: float) -> list[WindowRow]:
         """Seal every open window whose end is at or before the watermark; their final rows."""
+        if watermark < self.final_before + self.width:
+            return []
         boundary = self.start_of(watermark) if math.isfinite(watermark) else math.inf
         if boundary <= self.final_before:
             return []

@@ -1,0 +1,99 @@
+"""Helpers for engine tests: build events tersely and run them through the real engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pipeline.engine import Engine
+from pipeline.events import Event, validate_event
+from pipeline.settings import EngineSettings
+
+T0 = 1_772_442_000.0  # 2026-03-02T09:00:00Z, on a minute boundary
+
+
+def event(
+    event_id: str,
+    kind: str,
+    conversation: str,
+    t: float,
+    *,
+    customer: str = "u1",
+    channel: str = "chat",
+    queue: str | None = "billing",
+    **fields: Any,
+) -> dict[str, Any]:
+    """An event dict; `t` is seconds after T0."""
+    body: dict[str, Any] = {
+        "event_id": event_id,
+        "type": kind,
+        "conversation_id": conversation,
+        "customer_id": customer,
+        "channel": channel,
+        "timestamp": T0 + t,
+    }
+    if queue is not None:
+        body["queue"] = queue
+    body.update(fields)
+    return body
+
+
+def customer_msg(event_id: str, conversation: str, t: float, **fields: Any) -> dict[str, Any]:
+    return event(event_id, "message", conversation, t, direction="inbound", author="customer", **fields)
+
+
+def agent_msg(event_id: str, conversation: str, t: float, agent: str = "a1", **fields: Any) -> dict[str, Any]:
+    return event(
+        event_id,
+        "message",
+        conversation,
+        t,
+        direction="outbound",
+        author="agent",
+        agent_id=agent,
+        **fields,
+    )
+
+
+def bot_msg(event_id: str, conversation: str, t: float, **fields: Any) -> dict[str, Any]:
+    return event(event_id, "message", conversation, t, direction="outbound", author="bot", **fields)
+
+
+def decoded(events: Iterable[dict[str, Any]]) -> list[Event]:
+    out = []
+    for body in events:
+        result = validate_event(body)
+        assert isinstance(result, Event), result
+        out.append(result)
+    return out
+
+
+class Run:
+    """The outcome of feeding events to one engine and flushing it, as `ccpipe compute` would."""
+
+    def __init__(self, events: Iterable[dict[str, Any]], settings: EngineSettings | None = None,
+                 batch_size: int = 1000) -> None:  # fmt: skip
+        self.engine = Engine(settings or EngineSettings())
+        self.conversations: dict[str, dict[str, Any]] = {}
+        self.windows: dict[tuple[float, str, str], dict[str, Any]] = {}
+        items = decoded(events)
+        for start in range(0, len(items), batch_size):
+            self._absorb(self.engine.process(items[start : start + batch_size]))
+        self._absorb(self.engine.flush())
+
+    def _absorb(self, batch: Any) -> None:
+        for record in batch.conversations:
+            self.conversations[record["conversation_id"]] = record
+        for row in batch.windows:
+            if row.final:
+                self.windows[(row.window_start, row.channel, row.queue)] = row.fields
+
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        return self.conversations[conversation_id]
+
+    def window(self, minute: int, channel: str = "chat", queue: str = "billing") -> dict[str, Any]:
+        """The final row of the window starting `minute` minutes after T0."""
+        return self.windows[(T0 + 60 * minute, channel, queue)]
+
+    def total(self, field: str) -> float:
+        return sum(row[field] for row in self.windows.values())

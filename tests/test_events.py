@@ -1,0 +1,185 @@
+"""Event validation (contract §1): every invalid class gives its reason, never an exception,
+and the runtime validator agrees with schemas/interaction-event.schema.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from pipeline.events import REASONS, Event, InvalidEvent, decode_event, validate_event
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "schemas" / "interaction-event.schema.json").read_text())
+SCHEMA_VALIDATOR = Draft202012Validator(SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+BASE: dict[str, Any] = {
+    "event_id": "e1",
+    "type": "message",
+    "conversation_id": "c1",
+    "customer_id": "u1",
+    "channel": "chat",
+    "timestamp": "2026-03-02T09:00:00Z",
+    "direction": "inbound",
+    "author": "customer",
+}
+SURVEY = BASE | {"type": "survey", "csat": 4}
+
+
+def without(body: dict[str, Any], field: str) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != field}
+
+
+VALID = [
+    BASE,
+    BASE | {"queue": "tech", "agent_id": "a1", "text": "hello", "sentiment": -1, "extra": {"x": [1]}},
+    BASE | {"timestamp": 1772442000},
+    BASE | {"timestamp": 1772442000.25},
+    BASE | {"timestamp": "2026-03-02T14:30:00.123456+05:30"},
+    BASE | {"timestamp": "2026-03-02t09:00:00z"},
+    BASE | {"queue": None, "text": None},
+    BASE | {"text": "x" * 65536},
+    BASE | {"channel": "whatsapp_business-2"},
+    without(without(BASE, "direction"), "author") | {"type": "conversation_started"},
+    without(without(BASE, "direction"), "author") | {"type": "agent_assigned", "agent_id": "a9"},
+    BASE | {"type": "conversation_resolved"},
+    BASE | {"type": "conversation_reopened"},
+    BASE | {"type": "conversation_abandoned"},
+    SURVEY,
+    SURVEY | {"csat": None, "nps": 0},
+    SURVEY | {"csat": 5.0, "ces": 7},
+    BASE | {"event_id": "x" * 128},
+]
+
+INVALID: list[tuple[str, Any]] = [
+    ("not_object", []),
+    ("not_object", "text"),
+    ("not_object", None),
+    ("missing_field", without(BASE, "event_id")),
+    ("missing_field", without(BASE, "type")),
+    ("missing_field", without(BASE, "conversation_id")),
+    ("missing_field", without(BASE, "customer_id")),
+    ("missing_field", without(BASE, "channel")),
+    ("missing_field", without(BASE, "timestamp")),
+    ("missing_field", without(BASE, "direction")),
+    ("missing_field", without(BASE, "author")),
+    ("missing_field", without(SURVEY, "csat")),
+    ("wrong_type", BASE | {"event_id": 17}),
+    ("wrong_type", BASE | {"event_id": None}),
+    ("wrong_type", BASE | {"type": 3}),
+    ("wrong_type", BASE | {"type": ["message"]}),
+    ("wrong_type", BASE | {"customer_id": {"id": 1}}),
+    ("wrong_type", BASE | {"channel": 5}),
+    ("wrong_type", BASE | {"queue": 5}),
+    ("wrong_type", BASE | {"timestamp": True}),
+    ("wrong_type", BASE | {"timestamp": [1]}),
+    ("wrong_type", BASE | {"sentiment": "high"}),
+    ("wrong_type", BASE | {"sentiment": True}),
+    ("wrong_type", BASE | {"text": 12}),
+    ("wrong_type", BASE | {"agent_id": 12}),
+    ("wrong_type", SURVEY | {"csat": 4.5}),
+    ("wrong_type", SURVEY | {"csat": "4"}),
+    ("wrong_type", SURVEY | {"csat": True}),
+    ("out_of_range", BASE | {"event_id": ""}),
+    ("out_of_range", BASE | {"event_id": "x" * 129}),
+    ("out_of_range", BASE | {"conversation_id": ""}),
+    ("out_of_range", BASE | {"channel": "Chat!"}),
+    ("out_of_range", BASE | {"channel": "c" * 33}),
+    ("out_of_range", BASE | {"queue": ""}),
+    ("out_of_range", BASE | {"queue": "q" * 65}),
+    ("out_of_range", BASE | {"direction": "sideways"}),
+    ("out_of_range", BASE | {"author": "robot"}),
+    ("out_of_range", BASE | {"sentiment": 1.01}),
+    ("out_of_range", BASE | {"text": "x" * 65537}),
+    ("out_of_range", SURVEY | {"csat": 0}),
+    ("out_of_range", SURVEY | {"csat": 6}),
+    ("out_of_range", SURVEY | {"nps": 11}),
+    ("out_of_range", SURVEY | {"ces": 8}),
+    ("unknown_type", BASE | {"type": "teleport"}),
+    ("bad_timestamp", BASE | {"timestamp": "yesterday"}),
+    ("bad_timestamp", BASE | {"timestamp": "2026-03-02T10:00:00"}),  # no offset
+    ("bad_timestamp", BASE | {"timestamp": "2026-03-02"}),
+    ("bad_timestamp", BASE | {"timestamp": "2026-13-02T10:00:00Z"}),
+    ("bad_timestamp", BASE | {"timestamp": "2026-03-02T10:00:61Z"}),
+    ("bad_timestamp", BASE | {"timestamp": -5}),
+    ("bad_timestamp", BASE | {"timestamp": 1e13}),
+]
+
+
+@pytest.mark.parametrize("body", VALID, ids=range(len(VALID)))
+def test_valid_events_pass_both_validators(body: dict[str, Any]) -> None:
+    assert isinstance(validate_event(body), Event)
+    assert list(SCHEMA_VALIDATOR.iter_errors(body)) == []
+
+
+@pytest.mark.parametrize(("reason", "body"), INVALID, ids=[f"{i}-{r}" for i, (r, _) in enumerate(INVALID)])
+def test_invalid_events_fail_both_validators_with_their_reason(reason: str, body: Any) -> None:
+    result = validate_event(body)
+    assert isinstance(result, InvalidEvent)
+    assert result.reason == reason, result.detail
+    assert result.detail
+    assert not SCHEMA_VALIDATOR.is_valid(body)
+
+
+def test_every_reason_code_is_exercised() -> None:
+    seen = {reason for reason, _ in INVALID} | {"not_json", "too_large", "future_timestamp"}
+    assert seen == set(REASONS)
+
+
+def test_decode_rejects_non_json_and_oversized_before_parsing() -> None:
+    assert decode_event(b"{not json").reason == "not_json"  # type: ignore[union-attr]
+    assert decode_event(b"\xff\xfe").reason == "not_json"  # type: ignore[union-attr]
+    assert decode_event(b'{"a": NaN}').reason == "not_json"  # type: ignore[union-attr]
+    huge = b'{"text": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    assert decode_event(huge).reason == "too_large"  # type: ignore[union-attr]
+
+
+def test_decoded_event_is_normalized() -> None:
+    result = decode_event(orjson.dumps(BASE | {"timestamp": "2026-03-02T14:30:00+05:30"}), origin="line 3")
+    assert isinstance(result, Event)
+    assert result.timestamp == 1772442000.0
+    assert result.queue == "default"
+    assert result.origin == "line 3"
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+FIELD_VALUES = st.sampled_from(
+    [None, "", "x", "message", "survey", "chat", "inbound", "customer", 0, 5, -1.5, True, [], {}]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from([*sorted(BASE), "csat", "nps", "ces", "queue", "text", "sentiment"]),
+        FIELD_VALUES | JSON_VALUES,
+    )
+)
+def test_validator_never_raises_and_agrees_with_schema_on_structure(body: dict[str, Any]) -> None:
+    result = validate_event(body)
+    if isinstance(result, Event):
+        assert SCHEMA_VALIDATOR.is_valid(body)
+    else:
+        assert result.reason in REASONS
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | JSON_VALUES.map(lambda v: json.dumps(v).encode()))
+def test_decoder_never_raises_on_arbitrary_bytes(data: bytes) -> None:
+    result = decode_event(data)
+    assert isinstance(result, Event | InvalidEvent)
