@@ -65,7 +65,7 @@ def _simulate_file(args: argparse.Namespace) -> int:
     settings = SimulationSettings(seed=args.seed, conversations=args.conversations)
     with open(args.output, "wb") as out:
         count = write_events(settings, out, limit=args.events)
-    print(f"ccpipe simulate: wrote {count} events to {args.output}", file=sys.stderr)
+    print(f"ccpipe generate: wrote {count} events to {args.output}", file=sys.stderr)
     return 0
 
 

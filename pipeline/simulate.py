@@ -188,9 +188,8 @@ class Simulator:
             emit(t0 + frt * rnd.uniform(0.3, 0.9), "conversation_abandoned")
             return
         agent = f"a{rnd.randrange(self.settings.agents)}"
-        emit(t0 + frt * 0.8, "agent_assigned", agent_id=agent)
-        t = t0 + frt
-        for _ in range(rnd.randint(1, 3)):
+
+        def agent_says(t: float) -> None:
             emit(
                 t,
                 "message",
@@ -199,6 +198,11 @@ class Simulator:
                 agent_id=agent,
                 text=rnd.choice(AGENT_TEXT),
             )
+
+        emit(t0 + frt * 0.8, "agent_assigned", agent_id=agent)
+        t = t0 + frt
+        for _ in range(rnd.randint(1, 3)):
+            agent_says(t)
             t += rnd.uniform(5, 0.2 * MEDIAN_FRT[channel] + 20)
             customer_says(t, rnd.choice(FOLLOW_UPS))
             t += rnd.uniform(5, 0.2 * MEDIAN_FRT[channel] + 20)
@@ -208,14 +212,7 @@ class Simulator:
             emit(t, "conversation_reopened")
             customer_says(t + 1, rnd.choice(FOLLOW_UPS))
             t += rnd.uniform(30, 600)
-            emit(
-                t,
-                "message",
-                direction="outbound",
-                author="agent",
-                agent_id=agent,
-                text=rnd.choice(AGENT_TEXT),
-            )
+            agent_says(t)
             t += rnd.uniform(10, 300)
             emit(t, "conversation_resolved", agent_id=agent)
         if rnd.random() < self.settings.survey_rate:
