@@ -7,10 +7,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := var/demo
 
-.PHONY: help install run test lint format bench bench-engine clean
+.PHONY: help install run demo-compute test lint format bench bench-engine clean
 
 help:
-	@echo "make run    - run the pipeline on embedded defaults and show where to look"
+	@echo "make run    - run the pipeline on embedded defaults and show where to look (RUN_ARGS='--spike chat')"
 	@echo "make test   - install what is needed and run the whole test suite"
 	@echo "make lint   - ruff"
 	@echo "make bench  - benchmarks (bench/)"
@@ -23,18 +23,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Until the streaming pipeline lands, `run` is the engine over a simulated day: the same
-# code the live agents will run, printing where its outputs are.
+# The whole pipeline on embedded defaults: broker, worker, simulator, /metrics. Ctrl-C stops it.
 run: $(STAMP)
+	$(BIN)/ccpipe run $(RUN_ARGS)
+
+# The engine alone over a simulated day, without Kafka.
+demo-compute: $(STAMP)
 	mkdir -p $(DEMO)
 	$(BIN)/ccpipe generate --output $(DEMO)/events.jsonl --events 200000
 	$(BIN)/ccpipe compute --input $(DEMO)/events.jsonl \
 		--windows-out $(DEMO)/windows.jsonl --conversations-out $(DEMO)/conversations.jsonl
-	@echo
-	@echo "events:        $(DEMO)/events.jsonl"
-	@echo "window rows:   $(DEMO)/windows.jsonl   (contract section 3, one row per minute, channel, queue)"
-	@echo "conversations: $(DEMO)/conversations.jsonl   (contract section 2)"
-	@echo "last window row:"; tail -n 1 $(DEMO)/windows.jsonl
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests bench

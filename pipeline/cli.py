@@ -7,9 +7,10 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
-from pipeline.settings import EngineSettings, SettingError
+from pipeline.settings import EngineSettings, SettingError, WorkerSettings
 
 
 def _seconds(text: str) -> float:
@@ -20,6 +21,12 @@ def _seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number of seconds greater than 0, got {text!r}")
     return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a TCP port (1-65535), got {text!r}")
+    return int(text)
 
 
 def _non_negative_seconds(text: str) -> float:
@@ -69,6 +76,59 @@ def _simulate_file(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from pipeline.stream.worker import main as worker_main  # noqa: PLC0415
+
+    worker_main()
+    return 0
+
+
+def _env_settings() -> WorkerSettings:
+    return WorkerSettings.from_env(os.environ)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.launcher import RunOptions, run  # noqa: PLC0415
+
+    options = RunOptions(
+        metrics_port=args.metrics_port,
+        duration=args.duration,
+        rate=args.rate,
+        bootstrap=args.bootstrap,
+        data_dir=Path(args.data_dir),
+        spike=args.spike,
+        partitions=args.partitions,
+    )
+    return run(options)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from pipeline.produce import live_events, live_simulation, send_lines  # noqa: PLC0415
+
+    settings = _env_settings()
+    simulation = live_simulation(args.rate, args.seed, args.spike, args.spike_after, args.spike_seconds)
+    print(
+        f"ccpipe simulate: up to {args.rate:g} events/s "
+        f"into {settings.input_topic} on {settings.kafka_bootstrap_servers}"
+        + (f", spike on {args.spike} after {args.spike_after:g} s" if args.spike else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    summary = send_lines(settings, live_events(simulation, args.duration, args.events))
+    print(f"ccpipe simulate: {summary}", file=sys.stderr)
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from pipeline.produce import replay  # noqa: PLC0415
+
+    settings = _env_settings()
+    with _open_input(args.file) as (source, _):
+        summary = replay(settings, source, show_progress=sys.stderr.isatty())
+    print(f"ccpipe replay: {summary} into {settings.input_topic}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ccpipe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -111,6 +171,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     generate.set_defaults(handler=_simulate_file)
+
+    run = commands.add_parser(
+        "run",
+        help="run the whole pipeline on embedded defaults (broker, worker, simulator, /metrics)",
+        description="Start the embedded broker, a worker and the traffic simulator; stop them on Ctrl-C.",
+    )
+    run.add_argument(
+        "--metrics-port", type=_port, default=9464, help="port of the worker's /metrics (default 9464)"
+    )
+    run.add_argument("--duration", type=_seconds, default=None, help="stop after this many seconds")
+    run.add_argument(
+        "--rate", type=_seconds, default=200.0, help="simulated events/s at the daily peak (default 200)"
+    )
+    run.add_argument(
+        "--bootstrap", default=None, help="use this Kafka (host:port) instead of the embedded broker"
+    )
+    run.add_argument(
+        "--spike", default=None, metavar="CHANNEL", help="slow agent replies on CHANNEL after a minute"
+    )
+    run.add_argument(
+        "--partitions", type=int, default=6, help="partitions of the topics it creates (default 6)"
+    )
+    run.add_argument("--data-dir", default="var/run", help="logs and working files (default var/run)")
+    run.set_defaults(handler=_run)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run one production worker, configured by CCPIPE_* environment variables (see README)",
+        description="One worker of the consumer group; every setting comes from the environment.",
+    )
+    worker.set_defaults(handler=_worker)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="send realistic live traffic into Kafka (CCPIPE_KAFKA_BOOTSTRAP_SERVERS, CCPIPE_INPUT_TOPIC)",
+    )
+    simulate.add_argument(
+        "--rate", type=_seconds, default=200.0, help="events/s at the daily peak (default 200)"
+    )
+    simulate.add_argument("--duration", type=_seconds, default=None, help="stop after this many seconds")
+    simulate.add_argument("--events", type=int, default=None, help="stop after this many events")
+    simulate.add_argument("--seed", type=int, default=7)
+    simulate.add_argument("--spike", default=None, metavar="CHANNEL", help="slow agent replies on CHANNEL")
+    simulate.add_argument(
+        "--spike-after", type=_non_negative_seconds, default=60.0, help="spike starts after (default 60 s)"
+    )
+    simulate.add_argument("--spike-seconds", type=_seconds, default=900.0, help="spike lasts (default 900 s)")
+    simulate.set_defaults(handler=_simulate)
+
+    replay = commands.add_parser(
+        "replay", help="send a JSONL file of events into Kafka, keyed by customer_id"
+    )
+    replay.add_argument("file", help="events, one JSON object a line ('-' for stdin)")
+    replay.set_defaults(handler=_replay)
     return parser
 
 
@@ -121,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args))
     except SettingError as exc:
         parser.exit(2, f"ccpipe: bad setting: {exc}\n")
+    except OSError as exc:
+        parser.exit(2, f"ccpipe: {exc}\n")
     except FileNotFoundError as exc:
         parser.exit(2, f"ccpipe: {exc.strerror}: {exc.filename}\n")
     except KeyboardInterrupt:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 # Channel first-response targets (seconds) for `frt_sla_ratio`; any other channel uses the default.
 DEFAULT_SLA_TARGETS: dict[str, float] = {"phone": 20.0, "chat": 60.0, "sms": 300.0, "email": 3600.0}
@@ -58,3 +61,257 @@ def _positive(name: str, value: float) -> None:
 def _non_negative(name: str, value: float) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
         raise SettingError(f"{name} must be a number of seconds, 0 or more, got {value!r}")
+
+
+# --- worker settings, from the environment -------------------------------------------------
+
+
+def _parse_seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 < value < float("inf"):
+        raise SettingError(f"{name} must be a number of seconds greater than 0, got {raw!r}")
+    return value
+
+
+def _parse_seconds_or_zero(name: str, raw: str) -> float:
+    if raw.strip() in {"0", "0.0"}:
+        return 0.0
+    return _parse_seconds(name, raw)
+
+
+def _parse_count(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingError(f"{name} must be a whole number greater than 0, got {raw!r}") from None
+    if value <= 0:
+        raise SettingError(f"{name} must be a whole number greater than 0, got {raw!r}")
+    return value
+
+
+def _parse_port(name: str, raw: str) -> int:
+    value = _parse_count(name, raw)
+    if value > 65535:
+        raise SettingError(f"{name} must be a TCP port (1-65535), got {raw!r}")
+    return value
+
+
+def _parse_text(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise SettingError(f"{name} must not be empty")
+    return raw.strip()
+
+
+def _parse_optional_text(name: str, raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _parse_choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().upper()
+        if value not in choices:
+            raise SettingError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _parse_sla_targets(name: str, raw: str) -> dict[str, float]:
+    """`phone=20,chat=60`: channel targets in seconds."""
+    targets: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        channel, sep, seconds = part.partition("=")
+        if not sep or not channel.strip():
+            raise SettingError(f"{name} must look like 'phone=20,chat=60', got {raw!r}")
+        targets[channel.strip()] = _parse_seconds(f"{name} ({channel.strip()})", seconds)
+    return targets
+
+
+def _parse_hostport_list(name: str, raw: str) -> str:
+    hosts = [h.strip() for h in raw.split(",") if h.strip()]
+    for host in hosts:
+        _, sep, port = host.rpartition(":")
+        if not sep or not port.isdigit():
+            raise SettingError(f"{name} must be a comma-separated list of host:port, got {raw!r}")
+    if not hosts:
+        raise SettingError(f"{name} must be a comma-separated list of host:port, got {raw!r}")
+    return ",".join(hosts)
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One environment variable: its name, default, meaning and parser."""
+
+    env: str
+    default: str
+    help: str
+    parse: Callable[[str, str], Any]
+
+    @property
+    def field(self) -> str:
+        return self.env.removeprefix("CCPIPE_").lower()
+
+
+WORKER_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "CCPIPE_KAFKA_BOOTSTRAP_SERVERS",
+        "127.0.0.1:9092",
+        "Kafka brokers, host:port[,host:port]",
+        _parse_hostport_list,
+    ),
+    Setting("CCPIPE_INPUT_TOPIC", "interactions", "topic of interaction events", _parse_text),
+    Setting("CCPIPE_DLQ_TOPIC", "interactions.dlq", "dead-letter topic for invalid events", _parse_text),
+    Setting(
+        "CCPIPE_CHECKPOINT_TOPIC",
+        "ccpipe.checkpoints",
+        "engine checkpoints (this name and NAME.data)",
+        _parse_text,
+    ),
+    Setting("CCPIPE_PARTITIONS", "12", "partitions of the topics ccpipe creates", _parse_count),
+    Setting(
+        "CCPIPE_REPLICATION_FACTOR", "1", "replication factor of the topics ccpipe creates", _parse_count
+    ),
+    Setting(
+        "CCPIPE_GROUP_ID",
+        "ccpipe",
+        "consumer group (Faust app id); workers sharing it share the load",
+        _parse_text,
+    ),
+    Setting(
+        "CCPIPE_KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+        _parse_choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    ),
+    Setting(
+        "CCPIPE_KAFKA_SASL_MECHANISM",
+        "PLAIN",
+        "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+        _parse_choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+    ),
+    Setting("CCPIPE_KAFKA_SASL_USERNAME", "", "SASL user name", _parse_optional_text),
+    Setting(
+        "CCPIPE_KAFKA_SASL_PASSWORD",
+        "",
+        "SASL password (or CCPIPE_KAFKA_SASL_PASSWORD_FILE)",
+        _parse_optional_text,
+    ),
+    Setting(
+        "CCPIPE_KAFKA_SSL_CAFILE",
+        "",
+        "CA bundle for TLS to Kafka (default: system CAs)",
+        _parse_optional_text,
+    ),
+    Setting("CCPIPE_METRICS_BIND", "127.0.0.1", "address the /metrics endpoint binds to", _parse_text),
+    Setting("CCPIPE_METRICS_PORT", "9464", "port of the /metrics endpoint", _parse_port),
+    Setting("CCPIPE_WINDOW_SECONDS", "60", "tumbling window size", _parse_seconds),
+    Setting("CCPIPE_FCR_HORIZON_SECONDS", "604800", "FCR horizon H", _parse_seconds),
+    Setting("CCPIPE_ALLOWED_LATENESS_SECONDS", "300", "allowed lateness", _parse_seconds_or_zero),
+    Setting(
+        "CCPIPE_SLA_TARGETS",
+        ",".join(f"{c}={t:g}" for c, t in DEFAULT_SLA_TARGETS.items()),
+        "FRT target per channel, seconds",
+        _parse_sla_targets,
+    ),
+    Setting(
+        "CCPIPE_SLA_DEFAULT_SECONDS",
+        f"{DEFAULT_SLA_TARGET:g}",
+        "FRT target of channels not listed",
+        _parse_seconds,
+    ),
+    Setting(
+        "CCPIPE_IDLE_TIMEOUT_SECONDS",
+        "604800",
+        "an unresolved idle conversation leaves memory after this",
+        _parse_seconds,
+    ),
+    Setting(
+        "CCPIPE_DEDUP_HORIZON_SECONDS",
+        "86400",
+        "how long event ids are remembered (event time)",
+        _parse_seconds,
+    ),
+    Setting("CCPIPE_BATCH_SIZE", "2000", "events handed to the engine at once", _parse_count),
+    Setting("CCPIPE_BATCH_WITHIN_SECONDS", "0.2", "longest wait to fill a batch", _parse_seconds),
+    Setting(
+        "CCPIPE_CHECKPOINT_INTERVAL_SECONDS",
+        "30",
+        "how often each partition's engine state is checkpointed",
+        _parse_seconds,
+    ),
+    Setting("CCPIPE_KAFKA_SESSION_TIMEOUT_SECONDS", "30", "consumer group session timeout", _parse_seconds),
+    Setting("CCPIPE_DATA_DIR", "var/ccpipe", "local working directory of the worker", _parse_text),
+    Setting(
+        "CCPIPE_LOG_LEVEL",
+        "WARNING",
+        "DEBUG, INFO, WARNING or ERROR",
+        _parse_choice("DEBUG", "INFO", "WARNING", "ERROR"),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """A worker's whole configuration; `from_env` is the only way settings enter a worker."""
+
+    kafka_bootstrap_servers: str
+    input_topic: str
+    dlq_topic: str
+    checkpoint_topic: str
+    partitions: int
+    replication_factor: int
+    group_id: str
+    kafka_security_protocol: str
+    kafka_sasl_mechanism: str
+    kafka_sasl_username: str | None
+    kafka_sasl_password: str | None = field(repr=False)
+    kafka_ssl_cafile: str | None
+    metrics_bind: str
+    metrics_port: int
+    window_seconds: float
+    fcr_horizon_seconds: float
+    allowed_lateness_seconds: float
+    sla_targets: dict[str, float]
+    sla_default_seconds: float
+    idle_timeout_seconds: float
+    dedup_horizon_seconds: float
+    batch_size: int
+    batch_within_seconds: float
+    checkpoint_interval_seconds: float
+    kafka_session_timeout_seconds: float
+    data_dir: str
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> WorkerSettings:
+        """Read every CCPIPE_* variable (defaults for the absent ones); `overrides` win."""
+        values: dict[str, Any] = {}
+        for setting in WORKER_SETTINGS:
+            raw = environ.get(setting.env, setting.default)
+            values[setting.field] = setting.parse(setting.env, raw)
+        password_file = environ.get("CCPIPE_KAFKA_SASL_PASSWORD_FILE")
+        if password_file:
+            try:
+                values["kafka_sasl_password"] = Path(password_file).read_text().strip()
+            except OSError as exc:
+                raise SettingError(
+                    f"CCPIPE_KAFKA_SASL_PASSWORD_FILE cannot be read: {exc.strerror}"
+                ) from None
+        values.update(overrides)
+        settings = cls(**values)
+        settings.engine()  # validates the engine settings together
+        return settings
+
+    def engine(self) -> EngineSettings:
+        return EngineSettings(
+            window_seconds=self.window_seconds,
+            fcr_horizon_seconds=self.fcr_horizon_seconds,
+            allowed_lateness_seconds=self.allowed_lateness_seconds,
+            sla_targets=dict(self.sla_targets),
+            sla_default_seconds=self.sla_default_seconds,
+            idle_timeout_seconds=self.idle_timeout_seconds,
+            dedup_horizon_seconds=self.dedup_horizon_seconds,
+        )

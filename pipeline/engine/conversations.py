@@ -32,6 +32,7 @@ class Conversation:
         "fcr_blocked",
         "first_agent_id",
         "first_response",
+        "frt_observed",
         "key",
         "key_time",
         "last_seen",
@@ -61,6 +62,7 @@ class Conversation:
         # (time, agent_id) of the earliest agent reply at or after start.
         self.first_response: tuple[float, str] | None = None
         self.first_agent_id: str | None = None
+        self.frt_observed = False  # its FRT has been reported once, for the histogram
         # Agent replies before the current start (all of them while start is unknown): one of
         # them becomes the first response if a late customer message moves the start earlier.
         self.agent_replies: list[tuple[float, str]] | None = None

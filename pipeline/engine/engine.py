@@ -18,7 +18,7 @@ from typing import Any
 from pipeline.engine.conversations import Conversation, covers
 from pipeline.engine.dedup import EventIdSet
 from pipeline.engine.sentiment import message_score
-from pipeline.engine.windows import SENTIMENT, SURVEY, Key, WindowRow, WindowStore
+from pipeline.engine.windows import FRT, SENTIMENT, SURVEY, Key, WindowRow, WindowStore, rolling_views
 from pipeline.events import FUTURE_TIMESTAMP, Event, InvalidEvent
 from pipeline.settings import ROLLING_SPANS, EngineSettings
 
@@ -36,6 +36,11 @@ class Batch:
     windows: list[WindowRow] = field(default_factory=list)
     invalid: list[InvalidEvent] = field(default_factory=list)
     evicted: int = 0
+    valid: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, channel)
+    duplicates: int = 0
+    late: int = 0
+    # Each conversation's first FRT sample, once: what a histogram of FRT observes.
+    first_responses: list[tuple[Key, float]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -100,10 +105,13 @@ class Engine:
             return
         if not self.event_ids.add(event.event_id, t):
             self.stats.duplicates += 1
+            self._batch.duplicates += 1
             return
         if newest is not None and t < newest - s.allowed_lateness_seconds:
             self.stats.late += 1
+            self._batch.late += 1
         self.stats.valid[(event.type, event.channel)] += 1
+        self._batch.valid[(event.type, event.channel)] += 1
         self._apply(event)
         if newest is None or t > newest:
             self.newest = t
@@ -222,6 +230,9 @@ class Engine:
                 del placed[name]
             if new is not None:
                 if windows.apply(conv.key, new[1], new[0], new[2], +1):
+                    if name == FRT and old is None and not conv.frt_observed:
+                        conv.frt_observed = True
+                        self._batch.first_responses.append((conv.key, new[2]))
                     placed[name] = new
                 else:
                     self.stats.late_samples += 1
@@ -260,7 +271,7 @@ class Engine:
 
     def rolling(self, now: float) -> dict[str, dict[Key, dict[str, Any]]]:
         """The 5m/15m/1h rolling views at `now`, each an exact merge of tumbling windows."""
-        return {name: self.windows.rolling(span, now) for name, span in ROLLING_SPANS.items()}
+        return rolling_views([self.windows], now)
 
     # --- time ------------------------------------------------------------------------------
 

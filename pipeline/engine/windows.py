@@ -19,6 +19,7 @@ from typing import Any
 from ddsketch import DDSketch
 
 from pipeline.engine.sentiment import NEGATIVE_THRESHOLD
+from pipeline.settings import ROLLING_SPANS
 
 Key = tuple[str, str]  # (channel, queue)
 
@@ -331,24 +332,30 @@ class WindowStore:
         self._changed.clear()
         return rows
 
-    def rolling(self, span: float, now: float) -> dict[Key, dict[str, Any]]:
-        """Each key's merge of the tumbling windows in the last `span` seconds up to `now`."""
-        newest = self.start_of(now)
-        oldest = newest - span
-        merged: dict[Key, WindowAggregate] = {}
+    def windows_between(self, oldest: float, newest: float) -> Iterable[tuple[Key, WindowAggregate]]:
+        """Every (key, window) with a start in (oldest, newest], final or open."""
         for group in (self.final, self.open):
             for start, windows in group.items():
                 if oldest < start <= newest:
-                    _merge_into(merged, windows.items())
-        return {key: aggregate.result() for key, aggregate in merged.items() if aggregate.activity}
+                    yield from windows.items()
 
     def _row(self, start: float, key: Key, aggregate: WindowAggregate, final: bool) -> WindowRow:
         return WindowRow(start, self.width, key[0], key[1], final, aggregate.result())
 
 
-def _merge_into(merged: dict[Key, WindowAggregate], windows: Iterable[tuple[Key, WindowAggregate]]) -> None:
-    for key, aggregate in windows:
-        target = merged.get(key)
-        if target is None:
-            target = merged[key] = WindowAggregate(SketchSamples())
-        target.merge(aggregate)
+def rolling_views(stores: Iterable[WindowStore], now: float) -> dict[str, dict[Key, dict[str, Any]]]:
+    """The 5m/15m/1h views at `now`: per key, the exact merge of the tumbling windows whose
+    start lies within the span, across every store given (one per partition)."""
+    stores = list(stores)
+    views: dict[str, dict[Key, dict[str, Any]]] = {}
+    for name, span in ROLLING_SPANS.items():
+        merged: dict[Key, WindowAggregate] = {}
+        for store in stores:
+            newest = store.start_of(now)
+            for key, aggregate in store.windows_between(newest - span, newest):
+                target = merged.get(key)
+                if target is None:
+                    target = merged[key] = WindowAggregate(SketchSamples())
+                target.merge(aggregate)
+        views[name] = {key: agg.result() for key, agg in merged.items() if agg.activity}
+    return views

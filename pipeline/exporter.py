@@ -1,0 +1,145 @@
+"""Prometheus exposition (contract §5): counters fed per batch, gauges computed at scrape time.
+
+Rolling gauges and the live queue state are not `set()` on every event: a collector asks the
+runtime for the current merged views when Prometheus scrapes, so values are never stale, the
+oldest-waiting age grows between events, and series of partitions this worker lost vanish
+with them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from pipeline.engine import Batch
+from pipeline.engine.windows import Key
+
+disable_created_metrics()  # `*_created` series only add noise to every counter
+
+FRT_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 300, 600, 1800, 3600, 7200, 14400, 86400)
+
+# (metric, help, field of a rolling view)
+ROLLING_GAUGES = (
+    ("ccpipe_frt_mean_seconds", "Rolling mean first response time", "frt_mean_seconds"),
+    ("ccpipe_frt_sla_ratio", "Rolling share of first responses within the channel target", "frt_sla_ratio"),
+    ("ccpipe_first_responses", "First responses (FRT samples) in the rolling window", "first_responses"),
+    ("ccpipe_abandonment_ratio", "Rolling abandoned / (abandoned + first responses)", "abandonment_ratio"),
+    ("ccpipe_fcr_ratio", "Rolling real-time first-contact resolution ratio", "fcr_ratio"),
+    ("ccpipe_sentiment_mean", "Rolling mean customer sentiment (-1..1)", "sentiment_mean"),
+    (
+        "ccpipe_sentiment_negative_ratio",
+        "Rolling share of customer messages scored <= -0.05",
+        "sentiment_negative_ratio",
+    ),
+    ("ccpipe_csat_mean", "Rolling mean CSAT (1..5)", "csat_mean"),
+    ("ccpipe_nps", "Rolling NPS (-100..100)", "nps"),
+)
+QUANTILE_FIELDS = (("0.5", "frt_p50_seconds"), ("0.9", "frt_p90_seconds"), ("0.99", "frt_p99_seconds"))
+
+
+class Views(Protocol):
+    newest_event_time: float | None
+
+    def rolling(self) -> dict[str, dict[Key, dict[str, Any]]]: ...
+    def waiting(self, now: float) -> dict[Key, tuple[int, float | None]]: ...
+
+
+class ViewCollector(Collector):
+    """Rolling gauges, live queue state and lag, computed from the runtime at scrape time."""
+
+    def __init__(self, views: Views) -> None:
+        self.views = views
+
+    def collect(self) -> Iterator[Metric]:
+        rolling = self.views.rolling()
+        quantiles = GaugeMetricFamily(
+            "ccpipe_frt_seconds",
+            "Rolling first response time quantiles",
+            labels=["channel", "queue", "window", "quantile"],
+        )
+        families = {
+            name: GaugeMetricFamily(name, text, labels=["channel", "queue", "window"])
+            for name, text, _ in ROLLING_GAUGES
+        }
+        for window, by_key in rolling.items():
+            for (channel, queue), fields in sorted(by_key.items()):
+                for quantile, field in QUANTILE_FIELDS:
+                    if fields[field] is not None:
+                        quantiles.add_metric([channel, queue, window, quantile], fields[field])
+                for name, _, field in ROLLING_GAUGES:
+                    value = fields[field]
+                    if value is not None:
+                        families[name].add_metric([channel, queue, window], value)
+        yield quantiles
+        yield from families.values()
+
+        now = time.time()
+        waiting = GaugeMetricFamily(
+            "ccpipe_conversations_waiting",
+            "Conversations started and waiting for a first response",
+            labels=["channel", "queue"],
+        )
+        oldest = GaugeMetricFamily(
+            "ccpipe_oldest_waiting_seconds",
+            "Age of the oldest conversation waiting for a first response",
+            labels=["channel", "queue"],
+        )
+        for (channel, queue), (count, age) in sorted(self.views.waiting(now).items()):
+            waiting.add_metric([channel, queue], count)
+            oldest.add_metric([channel, queue], age if age is not None else 0.0)
+        yield waiting
+        yield oldest
+
+        lag = GaugeMetricFamily(
+            "ccpipe_processing_lag_seconds", "Wall clock minus the event time of the newest processed event"
+        )
+        newest = self.views.newest_event_time
+        lag.add_metric([], max(0.0, now - newest) if newest is not None else math.nan)
+        yield lag
+
+
+class Exporter:
+    """The worker's metrics registry: counters from batches plus the scrape-time views."""
+
+    def __init__(self, views: Views) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "ccpipe_events", "Valid events processed", ["type", "channel"], registry=self.registry
+        )
+        self.invalid = Counter(
+            "ccpipe_events_invalid",
+            "Invalid events sent to the dead-letter topic",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.duplicates = Counter(
+            "ccpipe_events_duplicate",
+            "Events dropped as duplicates (repeated event_id)",
+            registry=self.registry,
+        )
+        self.late = Counter(
+            "ccpipe_events_late", "Events later than the allowed lateness", registry=self.registry
+        )
+        self.frt = Histogram(
+            "ccpipe_first_response_duration_seconds", "First response time of each conversation",
+            ["channel", "queue"], buckets=FRT_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.registry.register(ViewCollector(views))
+
+    def observe(self, batch: Batch) -> None:
+        for (event_type, channel), count in batch.valid.items():
+            self.events.labels(event_type, channel).inc(count)
+        for invalid in batch.invalid:
+            self.invalid.labels(invalid.reason).inc()
+        if batch.duplicates:
+            self.duplicates.inc(batch.duplicates)
+        if batch.late:
+            self.late.inc(batch.late)
+        for (channel, queue), seconds in batch.first_responses:
+            self.frt.labels(channel, queue).observe(seconds)

@@ -1,0 +1,1 @@
+"""The streaming shell: Faust agents around the engine, checkpoints, dead letters."""

@@ -1,0 +1,252 @@
+"""What a worker does with a batch of Kafka messages, independent of Faust's plumbing.
+
+One `Engine` per input partition, so a partition's state moves with it on a rebalance. Each
+partition engine remembers the last input offset it applied; a message at or below it is
+already in the state and is skipped. That, with checkpoints that pair the state with that
+offset, makes recovery exact: on the first message of a newly assigned partition, the
+newest checkpoint is loaded and the messages between it and the message in hand are read
+again ("catch-up") before going on, so no event is lost and none is counted twice.
+
+Messages whose key is not their `customer_id` are re-keyed once: sent back to the input
+topic keyed by customer (marked with a header) and skipped here, so every event of a
+customer meets the same engine state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from pipeline.engine import Batch, Engine
+from pipeline.engine.windows import Key, rolling_views
+from pipeline.events import Event, InvalidEvent, decode_event
+from pipeline.settings import EngineSettings
+
+log = logging.getLogger("ccpipe.worker")
+
+REKEYED_HEADER = "ccpipe-rekeyed"
+
+
+class CatchUpError(RuntimeError):
+    """The messages between a checkpoint and the consumer's position could not be read."""
+
+
+@dataclass(slots=True)
+class Message:
+    """The parts of a Kafka record the runtime needs (Faust's and aiokafka's both map to it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass
+class PartitionEngine:
+    """One input partition's engine and the last input offset its state includes."""
+
+    partition: int
+    engine: Engine
+    applied_offset: int = -1
+
+
+class Outputs(Protocol):
+    """Where a worker's results go: Kafka topics and metrics (and, later, the store)."""
+
+    async def dead_letter(self, message: Message, invalid: InvalidEvent) -> None: ...
+    async def rekey(self, message: Message, customer_id: str) -> None: ...
+    def observe(self, batch: Batch, live: bool) -> None: ...
+
+
+@dataclass
+class RuntimeStats:
+    messages: int = 0
+    rekeyed: int = 0
+    caught_up: int = 0
+    checkpoints: int = 0
+    checkpoint_bytes: int = 0
+    recoveries: Counter[int] = field(default_factory=Counter)
+
+
+class Runtime:
+    """Per-partition engines, recovery, re-keying and dead letters for one worker."""
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        *,
+        outputs: Outputs,
+        load_checkpoint: Callable[[int], Awaitable[PartitionEngine | None]],
+        save_checkpoint: Callable[[PartitionEngine], Awaitable[int]],
+        read_range: Callable[[int, int, int], Awaitable[list[Message]]],
+        checkpoint_interval: float,
+    ) -> None:
+        self.settings = settings
+        self.outputs = outputs
+        self._load_checkpoint = load_checkpoint
+        self._save_checkpoint = save_checkpoint
+        self._read_range = read_range
+        self.checkpoint_interval = checkpoint_interval
+        self.partitions: dict[int, PartitionEngine] = {}
+        # Partitions revoked in a rebalance still under way: kept in case they come back.
+        self._suspended: set[int] = set()
+        self._last_checkpoint: dict[int, float] = {}
+        self.stats = RuntimeStats()
+        # The event-time clock of rolling views: the newest event time, advancing with the
+        # wall clock while nothing newer arrives (so an idle pipeline's windows roll out).
+        self.newest_event_time: float | None = None
+        self._newest_seen_at = 0.0
+
+    # --- batches ---------------------------------------------------------------------------
+
+    async def handle(self, messages: Iterable[Message]) -> None:
+        """Process a batch of messages from any partitions of the input topic."""
+        by_partition: dict[int, list[Message]] = {}
+        for message in messages:
+            by_partition.setdefault(message.partition, []).append(message)
+        for partition, batch in by_partition.items():
+            state = self.partitions.get(partition)
+            if state is None:
+                state = await self._recover(partition, batch[0].offset)
+            await self._apply(state, batch, live=True)
+            await self._maybe_checkpoint(state)
+
+    async def _apply(self, state: PartitionEngine, messages: list[Message], live: bool) -> None:
+        items: list[Event | InvalidEvent] = []
+        for message in messages:
+            if message.offset <= state.applied_offset:
+                continue
+            state.applied_offset = message.offset
+            self.stats.messages += live
+            origin = f"{message.topic}[{message.partition}]@{message.offset}"
+            item = decode_event(message.value, origin)
+            if isinstance(item, Event) and _misrouted(message, item):
+                if live:
+                    self.stats.rekeyed += 1
+                    await self.outputs.rekey(message, item.customer_id)
+                continue
+            items.append(item)
+        batch = state.engine.process(items)
+        if live and batch.invalid:
+            by_offset = {message.offset: message for message in messages}
+            for bad in batch.invalid:
+                await self.outputs.dead_letter(by_offset[int(bad.origin.rpartition("@")[2])], bad)
+        self.outputs.observe(batch, live)
+        newest = state.engine.newest
+        if newest is not None and (self.newest_event_time is None or newest > self.newest_event_time):
+            self.newest_event_time = newest
+            self._newest_seen_at = time.time()
+
+    # --- recovery --------------------------------------------------------------------------
+
+    async def _recover(self, partition: int, first_offset: int) -> PartitionEngine:
+        """State for a newly assigned partition: newest checkpoint, then catch up to `first_offset`."""
+        began = time.monotonic()
+        state = await self._load_checkpoint(partition)
+        if state is None:
+            state = PartitionEngine(partition, Engine(self.settings))
+        checkpoint_offset = state.applied_offset
+        missing = first_offset - checkpoint_offset - 1
+        offset = state.applied_offset + 1
+        while offset < first_offset:
+            records = await self._read_range(partition, offset, first_offset)
+            if not records:
+                # Refuse to go on with a gap: the worker restarts and tries again.
+                raise CatchUpError(
+                    f"catch-up of partition {partition} read nothing at offset {offset}, "
+                    f"needs everything up to {first_offset}"
+                )
+            await self._apply(state, records, live=False)
+            self.stats.caught_up += len(records)
+            offset = records[-1].offset + 1
+        self.partitions[partition] = state
+        self._last_checkpoint[partition] = time.monotonic()
+        self.stats.recoveries[partition] += 1
+        log.info(
+            "partition %d recovered: checkpoint at offset %d, caught up %d messages to offset %d in %.2f s",
+            partition, checkpoint_offset, max(0, missing), first_offset, time.monotonic() - began,
+        )  # fmt: skip
+        return state
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        """A rebalance started: these partitions may move (Kafka revokes all of them first)."""
+        self._suspended.update(partitions)
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        """A rebalance ended: drop the state of partitions that went to another worker, so
+        their series vanish here and, should they come back later, they are recovered anew."""
+        assigned = set(partitions)
+        for partition in self._suspended - assigned:
+            self.partitions.pop(partition, None)
+            self._last_checkpoint.pop(partition, None)
+        self._suspended.clear()
+
+    async def _maybe_checkpoint(self, state: PartitionEngine) -> None:
+        if time.monotonic() - self._last_checkpoint.get(state.partition, 0.0) >= self.checkpoint_interval:
+            await self.checkpoint(state)
+
+    async def checkpoint(self, state: PartitionEngine) -> None:
+        size = await self._save_checkpoint(state)
+        self._last_checkpoint[state.partition] = time.monotonic()
+        self.stats.checkpoints += 1
+        self.stats.checkpoint_bytes += size
+
+    async def checkpoint_all(self) -> None:
+        for state in list(self.partitions.values()):
+            await self.checkpoint(state)
+
+    # --- views for the exporter ------------------------------------------------------------
+
+    def clock(self) -> float | None:
+        """Event-time `now` of rolling views (see `newest_event_time`)."""
+        if self.newest_event_time is None:
+            return None
+        return self.newest_event_time + max(0.0, time.time() - self._newest_seen_at)
+
+    def rolling(self) -> dict[str, dict[Key, dict[str, Any]]]:
+        """Rolling views merged exactly across this worker's partitions."""
+        now = self.clock()
+        if now is None:
+            return {}
+        return rolling_views([state.engine.windows for state in self.partitions.values()], now)
+
+    def waiting(self, now: float) -> dict[Key, tuple[int, float | None]]:
+        """Live queue state merged across partitions (now is the wall clock)."""
+        merged: dict[Key, list[float]] = {}
+        for state in self.partitions.values():
+            for key, starts in state.engine.waiting_by_key.items():
+                merged.setdefault(key, []).extend(starts.values())
+        return {
+            key: (len(starts), max(0.0, now - min(starts)) if starts else None)
+            for key, starts in merged.items()
+        }
+
+
+def _misrouted(message: Message, event: Event) -> bool:
+    """Keyed by something other than the customer, and not re-keyed by us already."""
+    if message.key is None or message.key == event.customer_id.encode():
+        return False
+    return not any(name == REKEYED_HEADER for name, _ in message.headers)
+
+
+def dead_letter_value(message: Message, invalid: InvalidEvent, received_at: float) -> bytes:
+    """The dead-letter record: the raw payload with why and where it was refused."""
+    return orjson.dumps(
+        {
+            "reason": invalid.reason,
+            "detail": invalid.detail,
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "received_at": received_at,
+            "payload": message.value.decode("utf-8", "replace"),
+        }
+    )

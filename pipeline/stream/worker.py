@@ -1,0 +1,170 @@
+"""`ccpipe worker`: the Faust app whose agent feeds batches of the input topic to the runtime.
+
+Faust does what it is good at (consumer group membership, partition assignment, fetching,
+committing acknowledged offsets); everything ccpipe adds happens once per batch in
+`Runtime.handle`, so the per-message cost stays Faust's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import start_http_server
+
+from pipeline.engine import Batch
+from pipeline.events import InvalidEvent
+from pipeline.exporter import Exporter
+from pipeline.settings import WorkerSettings
+from pipeline.stream.checkpoints import CheckpointStore, restore
+from pipeline.stream.kafka import aiokafka_options, faust_credentials
+from pipeline.stream.runtime import REKEYED_HEADER, Message, PartitionEngine, Runtime, dead_letter_value
+from pipeline.stream.topics import ensure_topics
+
+log = logging.getLogger("ccpipe.worker")
+
+
+class Worker:
+    """One worker process: the Faust app, the runtime, checkpoints and the /metrics endpoint."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        import faust  # noqa: PLC0415 - slow import, only for workers
+
+        self.settings = settings
+        self.kafka = aiokafka_options(settings)
+        data_dir = Path(settings.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        session = settings.kafka_session_timeout_seconds
+        self.app = faust.App(
+            settings.group_id,
+            broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],
+            broker_credentials=faust_credentials(settings),
+            store="memory://",
+            datadir=str(data_dir / "faust"),
+            web_enabled=False,
+            topic_partitions=settings.partitions,
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=session,
+            broker_heartbeat_interval=max(0.5, session / 10),
+            broker_rebalance_timeout=session,
+            broker_commit_interval=1.0,
+            stream_wait_empty=False,
+            value_serializer="raw",
+            key_serializer="raw",
+        )
+        self.input = self.app.topic(settings.input_topic, value_serializer="raw", key_serializer="raw")
+        self.dlq = self.app.topic(settings.dlq_topic, value_serializer="raw", key_serializer="raw")
+        self.checkpoints = CheckpointStore(settings.checkpoint_topic, self.kafka)
+        self.runtime = Runtime(
+            settings.engine(),
+            outputs=self,
+            load_checkpoint=self._load_checkpoint,
+            save_checkpoint=self._save_checkpoint,
+            read_range=self._read_range,
+            checkpoint_interval=settings.checkpoint_interval_seconds,
+        )
+        self.exporter = Exporter(self.runtime)
+        self.app.agent(self.input, name="ccpipe.process")(self._process)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
+        self._checkpoints_started = False
+
+    # --- the agent -------------------------------------------------------------------------
+
+    async def _process(self, stream: Any) -> AsyncIterator[None]:
+        settings = self.settings
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
+            await self.runtime.handle(_message(event.message) for event in events)
+            yield None
+
+    async def _on_assigned(self, sender: Any, assigned: set[Any], **_: Any) -> None:
+        self.runtime.assign(tp.partition for tp in assigned if tp.topic == self.settings.input_topic)
+
+    async def _on_revoked(self, sender: Any, revoked: set[Any], **_: Any) -> None:
+        self.runtime.revoke(tp.partition for tp in revoked if tp.topic == self.settings.input_topic)
+
+    # --- outputs ---------------------------------------------------------------------------
+
+    async def dead_letter(self, message: Message, invalid: InvalidEvent) -> None:
+        await self.dlq.send(key=message.key, value=dead_letter_value(message, invalid, time.time()))
+
+    async def rekey(self, message: Message, customer_id: str) -> None:
+        await self.input.send(key=customer_id.encode(), value=message.value, headers=[(REKEYED_HEADER, b"1")])
+
+    def observe(self, batch: Batch, live: bool) -> None:
+        if live:
+            self.exporter.observe(batch)
+
+    # --- recovery --------------------------------------------------------------------------
+
+    async def _ensure_checkpoints(self) -> None:
+        if not self._checkpoints_started:
+            await self.checkpoints.start()
+            self._checkpoints_started = True
+
+    async def _load_checkpoint(self, partition: int) -> PartitionEngine | None:
+        await self._ensure_checkpoints()
+        checkpoint = await self.checkpoints.load(partition)
+        if checkpoint is None:
+            return None
+        state = restore(checkpoint)
+        assert isinstance(state, PartitionEngine)
+        return state
+
+    async def _save_checkpoint(self, state: PartitionEngine) -> int:
+        await self._ensure_checkpoints()
+        return await self.checkpoints.save(state.partition, state.applied_offset, state)
+
+    async def _read_range(self, partition: int, start: int, end: int) -> list[Message]:
+        """Input messages with offsets in [start, end) of one partition (for catch-up)."""
+        tp = TopicPartition(self.settings.input_topic, partition)
+        consumer = AIOKafkaConsumer(**self.kafka, enable_auto_commit=False, group_id=None)
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            records = (await consumer.getmany(tp, timeout_ms=5000, max_records=10_000)).get(tp, [])
+            return [_message(r) for r in records if r.offset < end]
+        finally:
+            await consumer.stop()
+
+    # --- running ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Create topics, serve /metrics, run until SIGTERM/SIGINT; checkpoints on the way out."""
+        import faust  # noqa: PLC0415
+
+        ensure_topics(self.settings)
+        start_http_server(
+            self.settings.metrics_port, self.settings.metrics_bind, registry=self.exporter.registry
+        )
+        self.app.on_before_shutdown.connect(self._on_shutdown)
+        worker = faust.Worker(self.app, loglevel=self.settings.log_level, quiet=True, redirect_stdouts=False)
+        worker.execute_from_commandline()
+
+    async def _on_shutdown(self, sender: Any, **_: Any) -> None:
+        try:
+            await asyncio.wait_for(self.runtime.checkpoint_all(), timeout=10)
+        except Exception as exc:  # a failed goodbye checkpoint only costs a longer catch-up
+            log.warning("final checkpoint failed: %r", exc)
+        finally:
+            await self.checkpoints.stop()
+
+
+def _message(record: Any) -> Message:
+    headers = record.headers or ()
+    if isinstance(headers, Mapping):
+        headers = list(headers.items())
+    return Message(record.topic, record.partition, record.offset, record.key, record.value, tuple(headers))
+
+
+def main(environ: Mapping[str, str] | None = None) -> None:
+    settings = WorkerSettings.from_env(os.environ if environ is None else environ)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    Worker(settings).run()

@@ -1,0 +1,141 @@
+"""Helpers for tests on real processes: a worker subprocess, scraping, expected gauges."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline.broker import LOOPBACK, free_port, wait_for_port
+from pipeline.engine import Engine
+from pipeline.events import Event, decode_event
+from pipeline.exporter import QUANTILE_FIELDS, ROLLING_GAUGES
+
+Sample = tuple[str, tuple[tuple[str, str], ...]]
+
+
+class WorkerProcess:
+    """`ccpipe worker` in its own process, configured only through the environment."""
+
+    def __init__(self, bootstrap: str, workdir: Path, **env: str) -> None:
+        self.port = free_port()
+        self.log = workdir / f"worker-{self.port}.log"
+        self.env = dict(os.environ)
+        self.env.update({
+            "CCPIPE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "CCPIPE_METRICS_PORT": str(self.port),
+            "CCPIPE_DATA_DIR": str(workdir),
+            "CCPIPE_PARTITIONS": "4",
+            "CCPIPE_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
+            "CCPIPE_CHECKPOINT_INTERVAL_SECONDS": "1",
+            "CCPIPE_BATCH_WITHIN_SECONDS": "0.1",
+            "CCPIPE_LOG_LEVEL": "INFO",
+        })  # fmt: skip
+        self.env.update(env)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}/metrics"
+
+    def start(self) -> WorkerProcess:
+        handle = open(self.log, "ab")  # noqa: SIM115 - the child owns it
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "worker"], env=self.env, stdout=handle, stderr=handle,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        wait_for_port(LOOPBACK, self.port, timeout=60)
+        return self
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def scrape(self) -> dict[Sample, float]:
+        with urllib.request.urlopen(self.url, timeout=5) as response:
+            return parse(response.read().decode())
+
+
+def parse(text: str) -> dict[Sample, float]:
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def expected_rolling(lines: Iterable[bytes]) -> tuple[dict[Sample, float], Engine]:
+    """The rolling gauges `ccpipe compute`'s engine gives at its newest event time."""
+    engine = Engine()
+    engine.process([decode_event(line) for line in lines])
+    assert engine.newest is not None
+    expected: dict[Sample, float] = {}
+    for window, by_key in engine.rolling(engine.newest).items():
+        for (channel, queue), fields in by_key.items():
+            labels = {"channel": channel, "queue": queue, "window": window}
+            for quantile, field in QUANTILE_FIELDS:
+                if fields[field] is not None:
+                    key = tuple(sorted((labels | {"quantile": quantile}).items()))
+                    expected[("ccpipe_frt_seconds", key)] = fields[field]
+            for name, _, field in ROLLING_GAUGES:
+                if fields[field] is not None:
+                    expected[(name, tuple(sorted(labels.items())))] = fields[field]
+    return expected, engine
+
+
+def rolling_part(samples: dict[Sample, float]) -> dict[Sample, float]:
+    names = {"ccpipe_frt_seconds"} | {name for name, _, _ in ROLLING_GAUGES}
+    return {key: value for key, value in samples.items() if key[0] in names}
+
+
+def differences(got: dict[Sample, float], want: dict[Sample, float]) -> list[str]:
+    """What differs, with quantiles allowed the contract's 1% (sketch vs exact)."""
+    problems = [f"missing {key}" for key in want.keys() - got.keys()]
+    problems += [f"unexpected {key}" for key in got.keys() - want.keys()]
+    for key in want.keys() & got.keys():
+        tolerance = 0.0101 if key[0] == "ccpipe_frt_seconds" else 1e-9
+        if abs(got[key] - want[key]) > tolerance * max(1.0, abs(want[key])):
+            problems.append(f"{key}: got {got[key]}, want {want[key]}")
+    return problems
+
+
+def wait_until(check: Callable[[], list[str]], timeout: float, what: str) -> None:
+    """Poll `check` (a list of problems) until it is empty; fail with the last problems."""
+    deadline = time.monotonic() + timeout
+    problems = ["not checked yet"]
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            problems = check()
+            if not problems:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"{what} after {timeout:.0f} s: {problems[:10]} ({len(problems)} problems)")
+
+
+def lines_of(events: Iterable[dict[str, Any]]) -> list[bytes]:
+    return [orjson.dumps(event) for event in events]
+
+
+def valid_events(lines: Iterable[bytes]) -> list[Event]:
+    return [e for e in map(decode_event, lines) if isinstance(e, Event)]

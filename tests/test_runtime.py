@@ -1,0 +1,119 @@
+"""The worker runtime's recovery rules, with in-memory checkpoints and input (the real-process
+tests in test_streaming.py cover the same paths against a broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import orjson
+from support import T0, agent_msg, event
+
+from pipeline.engine import Batch
+from pipeline.events import InvalidEvent
+from pipeline.settings import EngineSettings
+from pipeline.stream.runtime import Message, PartitionEngine, Runtime
+
+
+class Log:
+    """An input partition log, a checkpoint store and the outputs, all in memory."""
+
+    def __init__(self, bodies: list[dict[str, Any]]) -> None:
+        self.messages = [
+            Message("in", 0, offset, body["customer_id"].encode(), orjson.dumps(body))
+            for offset, body in enumerate(bodies)
+        ]
+        self.saved: PartitionEngine | None = None
+        self.dead: list[str] = []
+        self.rekeyed: list[str] = []
+        self.live_valid = 0
+
+    async def load(self, partition: int) -> PartitionEngine | None:
+        return copy.deepcopy(self.saved)
+
+    async def save(self, state: PartitionEngine) -> int:
+        self.saved = copy.deepcopy(state)
+        return 1
+
+    async def read(self, partition: int, start: int, end: int) -> list[Message]:
+        return self.messages[start:end][:3]  # small pages, like a real fetch
+
+    async def dead_letter(self, message: Message, invalid: InvalidEvent) -> None:
+        self.dead.append(invalid.reason)
+
+    async def rekey(self, message: Message, customer_id: str) -> None:
+        self.rekeyed.append(customer_id)
+
+    def observe(self, batch: Batch, live: bool) -> None:
+        self.live_valid += sum(batch.valid.values()) if live else 0
+
+    def runtime(self, interval: float = 1e9) -> Runtime:
+        return Runtime(
+            EngineSettings(), outputs=self, load_checkpoint=self.load, save_checkpoint=self.save,
+            read_range=self.read, checkpoint_interval=interval,
+        )  # fmt: skip
+
+
+BODIES = [
+    event(f"s{i}", "conversation_started", f"c{i}", 10 * i, customer=f"u{i % 3}") for i in range(12)
+] + [agent_msg(f"r{i}", f"c{i}", 10 * i + 5 + i, customer=f"u{i % 3}") for i in range(12)]
+
+
+def final_view(runtime: Runtime) -> Any:
+    (state,) = runtime.partitions.values()
+    return state.engine.rolling(T0 + 200), state.applied_offset
+
+
+def test_restart_from_an_old_checkpoint_catches_up_without_double_counting() -> None:
+    log = Log(BODIES)
+    reference = log.runtime()
+    asyncio.run(reference.handle(log.messages))
+    first = log.runtime()
+    asyncio.run(first.handle(log.messages[:8]))
+    asyncio.run(first.checkpoint_all())  # checkpoint at offset 7
+    asyncio.run(first.handle(log.messages[8:15]))  # processed, then the worker dies
+    # The consumer resumes at offset 15 (its last commit): offsets 8..14 come from catch-up.
+    second = log.runtime()
+    asyncio.run(second.handle(log.messages[15:]))
+    assert final_view(second) == final_view(reference)
+    assert second.stats.caught_up == 7
+    # Counted live: the reference's 24, the first worker's 15 and the second's 9; never the 7 caught up.
+    assert log.live_valid == 24 + 15 + 9
+
+
+def test_checkpoint_newer_than_the_commit_skips_what_it_already_holds() -> None:
+    log = Log(BODIES)
+    reference = log.runtime()
+    asyncio.run(reference.handle(log.messages))
+    first = log.runtime()
+    asyncio.run(first.handle(log.messages[:20]))
+    asyncio.run(first.checkpoint_all())  # holds 0..19, but the commit was at 12
+    second = log.runtime()
+    asyncio.run(second.handle(log.messages[12:]))
+    assert final_view(second) == final_view(reference)
+    assert second.stats.caught_up == 0
+    (state,) = second.partitions.values()
+    assert state.engine.stats.duplicates == 0
+
+
+def test_rebalance_keeps_partitions_that_stay_and_drops_those_that_leave() -> None:
+    runtime = Log(BODIES).runtime()
+    runtime.partitions = {0: object(), 1: object()}  # type: ignore[dict-item]
+    runtime.revoke([0, 1])
+    runtime.assign([1, 2])
+    assert set(runtime.partitions) == {1}
+
+
+def test_invalid_events_are_dead_lettered_and_mis_keyed_ones_rekeyed() -> None:
+    log = Log(BODIES[:2])
+    log.messages.append(Message("in", 0, 2, b"x", b"{broken"))
+    log.messages.append(
+        Message("in", 0, 3, b"not-the-customer", log.messages[0].value.replace(b'"s0"', b'"s9"'))
+    )
+    log.messages.append(Message("in", 0, 4, b"u2", orjson.dumps(BODIES[2] | {"timestamp": T0 + 10 * 86400})))
+    runtime = log.runtime()
+    asyncio.run(runtime.handle(log.messages))
+    assert log.dead == ["not_json", "future_timestamp"]
+    assert log.rekeyed == ["u0"]
+    assert log.live_valid == 2
