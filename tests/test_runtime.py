@@ -117,3 +117,42 @@ def test_invalid_events_are_dead_lettered_and_mis_keyed_ones_rekeyed() -> None:
     assert log.dead == ["not_json", "future_timestamp"]
     assert log.rekeyed == ["u0"]
     assert log.live_valid == 2
+
+
+def _exposition(runtime: Runtime) -> dict[Any, float]:
+    from prometheus_client import generate_latest  # noqa: PLC0415
+    from streaming import parse  # noqa: PLC0415
+
+    from pipeline.exporter import Exporter  # noqa: PLC0415
+
+    return parse(generate_latest(Exporter(runtime).registry).decode())
+
+
+def test_series_of_partitions_that_moved_away_disappear() -> None:
+    log = Log(BODIES)
+    phone = [event(f"p{i}", "conversation_started", f"p{i}", 5 * i, channel="phone") for i in range(3)]
+    others = [Message("in", 1, offset, b"u1", orjson.dumps(body)) for offset, body in enumerate(phone)]
+    runtime = log.runtime()
+    asyncio.run(runtime.handle(log.messages + others))
+    waiting = {labels for name, labels in _exposition(runtime) if name == "ccpipe_conversations_waiting"}
+    assert (("channel", "phone"), ("queue", "billing")) in waiting
+    runtime.revoke([0, 1])
+    runtime.assign([0])
+    names = _exposition(runtime)
+    assert all(dict(labels).get("channel") != "phone" for _, labels in names)
+    assert any(dict(labels).get("channel") == "chat" for _, labels in names)
+
+
+def test_oldest_waiting_grows_between_scrapes_without_events() -> None:
+    import time  # noqa: PLC0415
+
+    now = time.time()
+    body = event("s1", "conversation_started", "c1", 0) | {"timestamp": now - 10}
+    log = Log([body])
+    runtime = log.runtime()
+    asyncio.run(runtime.handle(log.messages))
+    key = ("ccpipe_oldest_waiting_seconds", (("channel", "chat"), ("queue", "billing")))
+    first = _exposition(runtime)[key]
+    time.sleep(1.1)
+    second = _exposition(runtime)[key]
+    assert 10 <= first < second and second - first >= 1.0

@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from prometheus_client import start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.engine import Batch
 from pipeline.events import InvalidEvent
@@ -73,7 +74,9 @@ class Worker:
         self.app.agent(self.input, name="ccpipe.process")(self._process)
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.task(self._serve_metrics)
         self._checkpoints_started = False
+        self._http: web.AppRunner | None = None
 
     # --- the agent -------------------------------------------------------------------------
 
@@ -134,16 +137,33 @@ class Worker:
         finally:
             await consumer.stop()
 
+    # --- /metrics ---------------------------------------------------------------------------
+
+    async def _serve_metrics(self) -> None:
+        """Serve /metrics and /healthz on the worker's event loop: a scrape runs between two
+        batches, so it always sees a consistent engine state."""
+
+        async def metrics(_: web.Request) -> web.Response:
+            body = generate_latest(self.exporter.registry)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        async def healthz(_: web.Request) -> web.Response:
+            return web.Response(text="ok\n")
+
+        http = web.Application()
+        http.router.add_get("/metrics", metrics)
+        http.router.add_get("/healthz", healthz)
+        self._http = web.AppRunner(http, access_log=None)
+        await self._http.setup()
+        await web.TCPSite(self._http, self.settings.metrics_bind, self.settings.metrics_port).start()
+
     # --- running ---------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Create topics, serve /metrics, run until SIGTERM/SIGINT; checkpoints on the way out."""
+        """Create topics, run (and serve /metrics) until SIGTERM/SIGINT; checkpoint on the way out."""
         import faust  # noqa: PLC0415
 
         ensure_topics(self.settings)
-        start_http_server(
-            self.settings.metrics_port, self.settings.metrics_bind, registry=self.exporter.registry
-        )
         self.app.on_before_shutdown.connect(self._on_shutdown)
         worker = faust.Worker(self.app, loglevel=self.settings.log_level, quiet=True, redirect_stdouts=False)
         worker.execute_from_commandline()
@@ -155,6 +175,8 @@ class Worker:
             log.warning("final checkpoint failed: %r", exc)
         finally:
             await self.checkpoints.stop()
+            if self._http is not None:
+                await self._http.cleanup()
 
 
 def _message(record: Any) -> Message:
