@@ -74,8 +74,8 @@ def main() -> None:
         loaded = send_lines(settings, (orjson.dumps(e) for e in events))
         print(f"pre-loaded: {loaded}", flush=True)
         log = open(workdir / "worker.log", "ab")  # noqa: SIM115 - the child owns it
-        worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log,
-                                  start_new_session=True)  # fmt: skip
+        command = [sys.executable, "-m", "pipeline.cli", "worker"]
+        worker = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
         url = f"http://{LOOPBACK}:{port}/metrics"
         wait_for_port(LOOPBACK, port, timeout=60)
         deadline = time.monotonic() + TIMEOUT
