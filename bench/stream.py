@@ -12,9 +12,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -23,6 +20,7 @@ from pathlib import Path
 import orjson
 
 from pipeline.broker import LOOPBACK, free_port, start_broker, wait_for_port
+from pipeline.processes import spawn_cli, stop_process
 from pipeline.produce import send_lines
 from pipeline.settings import WorkerSettings
 from pipeline.simulate import SimulationSettings, Simulator
@@ -73,9 +71,7 @@ def main() -> None:
         )
         loaded = send_lines(settings, (orjson.dumps(e) for e in events))
         print(f"pre-loaded: {loaded}", flush=True)
-        log = open(workdir / "worker.log", "ab")  # noqa: SIM115 - the child owns it
-        command = [sys.executable, "-m", "pipeline.cli", "worker"]
-        worker = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
+        worker = spawn_cli(["worker"], env, workdir / "worker.log")
         url = f"http://{LOOPBACK}:{port}/metrics"
         wait_for_port(LOOPBACK, port, timeout=60)
         deadline = time.monotonic() + TIMEOUT
@@ -96,8 +92,7 @@ def main() -> None:
         print(f"events={args.events} partitions={args.partitions} worker_eps={rate:.0f}")
     finally:
         if worker is not None:
-            os.kill(worker.pid, signal.SIGTERM)
-            worker.wait(30)
+            stop_process(worker, timeout=30)
         broker.stop()
 
 

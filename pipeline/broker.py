@@ -6,14 +6,13 @@ storage, stopped by PID. Production points `CCPIPE_KAFKA_BOOTSTRAP_SERVERS` at A
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.processes import stop_process
 
 LOOPBACK = "127.0.0.1"
 
@@ -54,16 +53,7 @@ class EmbeddedBroker:
         return self.process.pid
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout)
+        stop_process(self.process, timeout)
 
 
 def broker_binary() -> str:

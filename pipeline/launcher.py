@@ -11,16 +11,15 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from pipeline.broker import EmbeddedBroker, start_broker, wait_for_port
+from pipeline.processes import spawn_cli, stop_process
 from pipeline.settings import WorkerSettings
 from pipeline.stream.topics import ensure_topics
 
@@ -44,27 +43,10 @@ class Child:
     process: subprocess.Popen[bytes]
     log: Path
 
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout)
-
 
 def _spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Child:
     log = log_dir / f"{name}.log"
-    handle: IO[bytes] = open(log, "ab")  # noqa: SIM115 - the child owns it
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        env=env, stdout=handle, stderr=handle, stdin=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    return Child(name, process, log)
+    return Child(name, spawn_cli(args, env, log), log)
 
 
 def scrape_totals(url: str) -> tuple[float, float | None]:
@@ -113,7 +95,7 @@ def run(options: RunOptions) -> int:
     finally:
         print("\nstopping ...", file=sys.stderr)
         for child in reversed(children):
-            child.stop()
+            stop_process(child.process)
         if broker is not None:
             broker.stop()
         stopped = [f"{c.name} (pid {c.process.pid})" for c in children]

@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -20,6 +19,7 @@ from pipeline.broker import LOOPBACK, free_port, wait_for_port
 from pipeline.engine import Engine
 from pipeline.events import Event, decode_event
 from pipeline.exporter import QUANTILE_FIELDS, ROLLING_GAUGES
+from pipeline.processes import spawn_cli, stop_process
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -49,11 +49,7 @@ class WorkerProcess:
         return f"http://{LOOPBACK}:{self.port}/metrics"
 
     def start(self) -> WorkerProcess:
-        handle = open(self.log, "ab")  # noqa: SIM115 - the child owns it
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"], env=self.env, stdout=handle, stderr=handle,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+        self.process = spawn_cli(["worker"], self.env, self.log)
         wait_for_port(LOOPBACK, self.port, timeout=60)
         return self
 
@@ -63,14 +59,8 @@ class WorkerProcess:
         self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        if self.process is not None:
+            stop_process(self.process, timeout=30)
 
     def scrape(self) -> dict[Sample, float]:
         with urllib.request.urlopen(self.url, timeout=5) as response:
