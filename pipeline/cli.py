@@ -98,6 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         spike=args.spike,
         partitions=args.partitions,
+        store=args.store,
     )
     return run(options)
 
@@ -126,6 +127,43 @@ def _replay(args: argparse.Namespace) -> int:
     with _open_input(args.file) as (source, _):
         summary = replay(settings, source, show_progress=sys.stderr.isatty())
     print(f"ccpipe replay: {summary} into {settings.input_topic}", file=sys.stderr)
+    return 0
+
+
+RUN_STORE = "chdb://var/run/chdb"  # where `ccpipe run` keeps its embedded store
+
+
+def _default_store() -> str:
+    return os.environ.get("CCPIPE_STORE_URL") or RUN_STORE
+
+
+def _sql(args: argparse.Namespace) -> int:
+    from pipeline.store.query import QueryError, render, run_query  # noqa: PLC0415
+
+    port = int(os.environ.get("CCPIPE_QUERY_PORT", "9465"))
+    try:
+        result = run_query(args.store or _default_store(), args.query, port)
+    except (QueryError, ValueError) as exc:
+        print(f"ccpipe sql: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # ClickHouse's own error about the query
+        print(f"ccpipe sql: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(render(result, args.format))
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from pipeline.store.backends import open_backend, redact  # noqa: PLC0415
+    from pipeline.store.migrations import migrate  # noqa: PLC0415
+
+    url = args.store or _default_store()
+    backend = open_backend(url)
+    try:
+        applied = migrate(backend, args.ttl_days)
+    finally:
+        backend.close()
+    print(f"ccpipe migrate: {redact(url)}: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
     return 0
 
 
@@ -194,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--partitions", type=int, default=6, help="partitions of the topics it creates (default 6)"
     )
     run.add_argument("--data-dir", default="var/run", help="logs and working files (default var/run)")
+    run.add_argument("--store", default=RUN_STORE, help=f"store URL (default {RUN_STORE})")
     run.set_defaults(handler=_run)
 
     worker = commands.add_parser(
@@ -219,6 +258,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--spike-seconds", type=_seconds, default=900.0, help="spike lasts (default 900 s)")
     simulate.set_defaults(handler=_simulate)
+
+    sql = commands.add_parser(
+        "sql",
+        help="run a read-only SQL query on the store (through a running worker when it holds the chDB files)",
+    )
+    sql.add_argument(
+        "query", help='e.g. "SELECT channel, avg(frt_seconds) FROM conversations_latest GROUP BY channel"'
+    )
+    sql.add_argument("--store", default=None, help=f"store URL (default: $CCPIPE_STORE_URL or {RUN_STORE})")
+    sql.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="output (json: one object a line)"
+    )
+    sql.set_defaults(handler=_sql)
+
+    migrate = commands.add_parser("migrate", help="create or update the ClickHouse tables and views")
+    migrate.add_argument(
+        "--store", default=None, help=f"store URL (default: $CCPIPE_STORE_URL or {RUN_STORE})"
+    )
+    migrate.add_argument(
+        "--ttl-days", type=int, default=400, help="days rows are kept, for tables created now"
+    )
+    migrate.set_defaults(handler=_migrate)
 
     replay = commands.add_parser(
         "replay", help="send a JSONL file of events into Kafka, keyed by customer_id"

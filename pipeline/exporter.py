@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -107,7 +107,7 @@ class ViewCollector(Collector):
 class Exporter:
     """The worker's metrics registry: counters from batches plus the scrape-time views."""
 
-    def __init__(self, views: Views) -> None:
+    def __init__(self, views: Views, store_pending_rows: Callable[[], int] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.events = Counter(
             "ccpipe_events", "Valid events processed", ["type", "channel"], registry=self.registry
@@ -131,6 +131,26 @@ class Exporter:
             ["channel", "queue"], buckets=FRT_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.registry.register(ViewCollector(views))
+        self.store_rows = Counter(
+            "ccpipe_store_rows_written",
+            "Rows durably written to ClickHouse",
+            ["table"],
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "ccpipe_store_write_errors", "Failed ClickHouse write attempts", registry=self.registry
+        )
+        if store_pending_rows is not None:
+            buffer = Gauge(
+                "ccpipe_store_buffer_rows", "Rows waiting to be written to ClickHouse", registry=self.registry
+            )
+            buffer.set_function(store_pending_rows)
+
+    def store_written(self, table: str, rows: int) -> None:
+        self.store_rows.labels(table).inc(rows)
+
+    def store_error(self) -> None:
+        self.store_errors.inc()
 
     def observe(self, batch: Batch) -> None:
         for (event_type, channel), count in batch.valid.items():

@@ -21,6 +21,7 @@ from pathlib import Path
 from pipeline.broker import EmbeddedBroker, start_broker, wait_for_port
 from pipeline.processes import spawn_cli, stop_process
 from pipeline.settings import WorkerSettings
+from pipeline.store.backends import redact
 from pipeline.stream.topics import ensure_topics
 
 STATUS_EVERY = 5.0
@@ -35,6 +36,7 @@ class RunOptions:
     data_dir: Path
     spike: str | None
     partitions: int
+    store: str
 
 
 @dataclass
@@ -77,6 +79,7 @@ def run(options: RunOptions) -> int:
             "CCPIPE_METRICS_PORT": str(options.metrics_port),
             "CCPIPE_DATA_DIR": str(options.data_dir),
             "CCPIPE_PARTITIONS": str(options.partitions),
+            "CCPIPE_STORE_URL": options.store,
             "CCPIPE_KAFKA_SESSION_TIMEOUT_SECONDS": env.get("CCPIPE_KAFKA_SESSION_TIMEOUT_SECONDS", "10"),
         })  # fmt: skip
         settings = WorkerSettings.from_env(env)
@@ -115,9 +118,11 @@ def _banner(
         lines.append(f"  {child.name:<10} pid {child.process.pid}, log {child.log}")
     lines += [
         f"  metrics    {metrics}",
+        f"  store      {redact(options.store)} (ClickHouse tables and views)",
         "",
         "Look at it:",
         f"  curl -s {metrics} | grep -E '^ccpipe_(frt_seconds|conversations_waiting)'",
+        '  ccpipe sql "SELECT channel, count(), avg(frt_seconds) FROM conversations_latest GROUP BY channel"',
         f"  gauges appear within about 30 s; traffic peaks at {options.rate:g} events/s"
         + (f"; agent replies on '{options.spike}' slow down after a minute" if options.spike else ""),
         "Stop it with Ctrl-C"

@@ -205,6 +205,25 @@ WORKER_SETTINGS: tuple[Setting, ...] = (
         "CA bundle for TLS to Kafka (default: system CAs)",
         _parse_optional_text,
     ),
+    Setting(
+        "CCPIPE_STORE_URL",
+        "",
+        "chdb:///dir, clickhouse://user:pass@host:9000/db or clickhouses://...; "
+        "empty: chDB in CCPIPE_DATA_DIR/chdb",
+        _parse_optional_text,
+    ),
+    Setting("CCPIPE_STORE_BATCH_ROWS", "5000", "rows that trigger a write", _parse_count),
+    Setting("CCPIPE_STORE_FLUSH_SECONDS", "1", "longest time a row waits to be written", _parse_seconds),
+    Setting(
+        "CCPIPE_STORE_MAX_BUFFER_ROWS",
+        "200000",
+        "rows buffered at most; consumption pauses beyond",
+        _parse_count,
+    ),
+    Setting("CCPIPE_STORE_TTL_DAYS", "400", "days rows are kept (set when tables are created)", _parse_count),
+    Setting(
+        "CCPIPE_QUERY_PORT", "9465", "loopback port where `ccpipe sql` reaches a running worker", _parse_port
+    ),
     Setting("CCPIPE_METRICS_BIND", "127.0.0.1", "address the /metrics endpoint binds to", _parse_text),
     Setting("CCPIPE_METRICS_PORT", "9464", "port of the /metrics endpoint", _parse_port),
     Setting("CCPIPE_WINDOW_SECONDS", "60", "tumbling window size", _parse_seconds),
@@ -269,6 +288,12 @@ class WorkerSettings:
     kafka_sasl_username: str | None
     kafka_sasl_password: str | None = field(repr=False)
     kafka_ssl_cafile: str | None
+    store_url: str | None = field(repr=False)
+    store_batch_rows: int
+    store_flush_seconds: float
+    store_max_buffer_rows: int
+    store_ttl_days: int
+    query_port: int
     metrics_bind: str
     metrics_port: int
     window_seconds: float
@@ -304,6 +329,10 @@ class WorkerSettings:
         settings = cls(**values)
         settings.engine()  # validates the engine settings together
         return settings
+
+    def store(self) -> str:
+        """The store URL, defaulting to chDB files in the data directory."""
+        return self.store_url or f"chdb://{Path(self.data_dir).resolve()}/chdb"
 
     def engine(self) -> EngineSettings:
         return EngineSettings(

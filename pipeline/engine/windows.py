@@ -244,14 +244,22 @@ def _ratio(part: float, whole: float) -> float | None:
 
 @dataclass(slots=True)
 class WindowRow:
-    """One (window_start, channel, queue) row; `final` once the watermark has passed its end."""
+    """One (window_start, channel, queue) row; `final` once the watermark has passed its end.
+
+    It carries the window's accumulators: a provisional row's keep changing after the batch
+    that produced it, so a consumer reads it before the engine processes the next batch."""
 
     window_start: float
     window_seconds: float
     channel: str
     queue: str
     final: bool
-    fields: dict[str, Any]
+    aggregate: WindowAggregate
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The contract §3 fields (without the key)."""
+        return self.aggregate.result()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -340,7 +348,7 @@ class WindowStore:
                     yield from windows.items()
 
     def _row(self, start: float, key: Key, aggregate: WindowAggregate, final: bool) -> WindowRow:
-        return WindowRow(start, self.width, key[0], key[1], final, aggregate.result())
+        return WindowRow(start, self.width, key[0], key[1], final, aggregate)
 
 
 def rolling_views(stores: Iterable[WindowStore], now: float) -> dict[str, dict[Key, dict[str, Any]]]:

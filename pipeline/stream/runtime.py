@@ -59,11 +59,32 @@ class PartitionEngine:
 
 
 class Outputs(Protocol):
-    """Where a worker's results go: Kafka topics and metrics (and, later, the store)."""
+    """Where a worker's results go: Kafka topics, the store and metrics."""
 
-    async def dead_letter(self, message: Message, invalid: InvalidEvent) -> None: ...
+    async def dead_letter(self, message: Message, invalid: InvalidEvent) -> None:
+        """Publish to the dead-letter topic (live messages only: catch-up ones were published)."""
+
     async def rekey(self, message: Message, customer_id: str) -> None: ...
-    def observe(self, batch: Batch, live: bool) -> None: ...
+
+    def observe(self, batch: Batch, live: bool) -> None:
+        """Counters and histograms (live messages only)."""
+
+    def persist(self, partition: int, version: int, batch: Batch, stored: StoredInput) -> None:
+        """Rows for the store, for live and caught-up messages alike (writes are idempotent)."""
+
+    async def wait_for_room(self) -> None:
+        """Block while the store's buffer is full (pauses consumption during an outage)."""
+
+    async def flush(self, timeout: float) -> bool:
+        """True once every row given so far is durably stored."""
+
+
+@dataclass(slots=True)
+class StoredInput:
+    """The input side of a batch, for the store: valid events and refused messages."""
+
+    events: list[tuple[Event, int]] = field(default_factory=list)  # (event, offset)
+    refused: list[tuple[Message, InvalidEvent]] = field(default_factory=list)
 
 
 @dataclass
@@ -109,6 +130,7 @@ class Runtime:
 
     async def handle(self, messages: Iterable[Message]) -> None:
         """Process a batch of messages from any partitions of the input topic."""
+        await self.outputs.wait_for_room()
         by_partition: dict[int, list[Message]] = {}
         for message in messages:
             by_partition.setdefault(message.partition, []).append(message)
@@ -121,6 +143,7 @@ class Runtime:
 
     async def _apply(self, state: PartitionEngine, messages: list[Message], live: bool) -> None:
         items: list[Event | InvalidEvent] = []
+        stored = StoredInput()
         for message in messages:
             if message.offset <= state.applied_offset:
                 continue
@@ -134,11 +157,17 @@ class Runtime:
                     await self.outputs.rekey(message, item.customer_id)
                 continue
             items.append(item)
+            if isinstance(item, Event):
+                stored.events.append((item, message.offset))
         batch = state.engine.process(items)
-        if live and batch.invalid:
+        if batch.invalid:
             by_offset = {message.offset: message for message in messages}
             for bad in batch.invalid:
-                await self.outputs.dead_letter(by_offset[int(bad.origin.rpartition("@")[2])], bad)
+                message = by_offset[int(bad.origin.rpartition("@")[2])]
+                stored.refused.append((message, bad))
+                if live:
+                    await self.outputs.dead_letter(message, bad)
+        self.outputs.persist(state.partition, state.applied_offset, batch, stored)
         self.outputs.observe(batch, live)
         newest = state.engine.newest
         if newest is not None and (self.newest_event_time is None or newest > self.newest_event_time):
@@ -193,11 +222,17 @@ class Runtime:
         if time.monotonic() - self._last_checkpoint.get(state.partition, 0.0) >= self.checkpoint_interval:
             await self.checkpoint(state)
 
-    async def checkpoint(self, state: PartitionEngine) -> None:
+    async def checkpoint(self, state: PartitionEngine, store_timeout: float = 5.0) -> bool:
+        """Save the partition's state, but only once the store holds every row it produced:
+        recovery re-creates the rows of what follows a checkpoint, never of what precedes it."""
+        if not await self.outputs.flush(store_timeout):
+            log.info("checkpoint of partition %d postponed: the store is behind", state.partition)
+            return False
         size = await self._save_checkpoint(state)
         self._last_checkpoint[state.partition] = time.monotonic()
         self.stats.checkpoints += 1
         self.stats.checkpoint_bytes += size
+        return True
 
     async def checkpoint_all(self) -> None:
         for state in list(self.partitions.values()):

@@ -15,17 +15,30 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pipeline.broker import LOOPBACK
 from pipeline.engine import Batch
 from pipeline.events import InvalidEvent
 from pipeline.exporter import Exporter
 from pipeline.settings import WorkerSettings
+from pipeline.store.backends import open_backend, redact
+from pipeline.store.migrations import migrate
+from pipeline.store.sink import StoreSink
+from pipeline.store.writer import StoreWriter
 from pipeline.stream.checkpoints import CheckpointStore, restore
 from pipeline.stream.kafka import aiokafka_options, faust_credentials
-from pipeline.stream.runtime import REKEYED_HEADER, Message, PartitionEngine, Runtime, dead_letter_value
+from pipeline.stream.runtime import (
+    REKEYED_HEADER,
+    Message,
+    PartitionEngine,
+    Runtime,
+    StoredInput,
+    dead_letter_value,
+)
 from pipeline.stream.topics import ensure_topics
 
 log = logging.getLogger("ccpipe.worker")
@@ -70,13 +83,23 @@ class Worker:
             read_range=self._read_range,
             checkpoint_interval=settings.checkpoint_interval_seconds,
         )
-        self.exporter = Exporter(self.runtime)
+        self.backend = open_backend(settings.store())
+        self.exporter = Exporter(self.runtime, store_pending_rows=lambda: self.writer.pending_rows)
+        self.writer = StoreWriter(
+            self.backend,
+            batch_rows=settings.store_batch_rows,
+            flush_seconds=settings.store_flush_seconds,
+            max_buffer_rows=settings.store_max_buffer_rows,
+            on_written=self.exporter.store_written,
+            on_error=self.exporter.store_error,
+        )
+        self.sink = StoreSink(self.writer)
         self.app.agent(self.input, name="ccpipe.process")(self._process)
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self.app.on_partitions_revoked.connect(self._on_revoked)
-        self.app.task(self._serve_metrics)
+        self.app.task(self._serve_http)
         self._checkpoints_started = False
-        self._http: web.AppRunner | None = None
+        self._http: list[web.AppRunner] = []
 
     # --- the agent -------------------------------------------------------------------------
 
@@ -103,6 +126,15 @@ class Worker:
     def observe(self, batch: Batch, live: bool) -> None:
         if live:
             self.exporter.observe(batch)
+
+    def persist(self, partition: int, version: int, batch: Batch, stored: StoredInput) -> None:
+        self.sink.persist(partition, version, batch, stored)
+
+    async def wait_for_room(self) -> None:
+        await self.sink.wait_for_room()
+
+    async def flush(self, timeout: float) -> bool:
+        return await self.sink.flush(timeout)
 
     # --- recovery --------------------------------------------------------------------------
 
@@ -139,9 +171,11 @@ class Worker:
 
     # --- /metrics ---------------------------------------------------------------------------
 
-    async def _serve_metrics(self) -> None:
-        """Serve /metrics and /healthz on the worker's event loop: a scrape runs between two
-        batches, so it always sees a consistent engine state."""
+    async def _serve_http(self) -> None:
+        """Start the store writer, then serve /metrics and /healthz on CCPIPE_METRICS_BIND and
+        the read-only /sql endpoint on loopback only. Both run on the worker's event loop: a
+        scrape runs between two batches, so it always sees a consistent engine state."""
+        self.writer.start()
 
         async def metrics(_: web.Request) -> web.Response:
             body = generate_latest(self.exporter.registry)
@@ -150,12 +184,25 @@ class Worker:
         async def healthz(_: web.Request) -> web.Response:
             return web.Response(text="ok\n")
 
-        http = web.Application()
-        http.router.add_get("/metrics", metrics)
-        http.router.add_get("/healthz", healthz)
-        self._http = web.AppRunner(http, access_log=None)
-        await self._http.setup()
-        await web.TCPSite(self._http, self.settings.metrics_bind, self.settings.metrics_port).start()
+        async def sql(request: web.Request) -> web.Response:
+            try:
+                result = await self.writer.query(await request.text())
+            except Exception as exc:  # the analyst's error, returned to the analyst
+                return web.json_response({"error": str(exc)}, status=400)
+            return web.json_response({"names": result.names, "types": result.types, "rows": result.rows},
+                                     dumps=lambda v: orjson.dumps(v, default=str).decode())  # fmt: skip
+
+        public = web.Application()
+        public.router.add_get("/metrics", metrics)
+        public.router.add_get("/healthz", healthz)
+        private = web.Application(client_max_size=1024 * 1024)
+        private.router.add_post("/sql", sql)
+        for app, host, port in ((public, self.settings.metrics_bind, self.settings.metrics_port),
+                                (private, LOOPBACK, self.settings.query_port)):  # fmt: skip
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, host, port).start()
+            self._http.append(runner)
 
     # --- running ---------------------------------------------------------------------------
 
@@ -164,19 +211,24 @@ class Worker:
         import faust  # noqa: PLC0415
 
         ensure_topics(self.settings)
+        applied = migrate(self.backend, self.settings.store_ttl_days)
+        if applied:
+            log.info("store %s: applied migrations %s", redact(self.backend.url), ", ".join(applied))
         self.app.on_before_shutdown.connect(self._on_shutdown)
         worker = faust.Worker(self.app, loglevel=self.settings.log_level, quiet=True, redirect_stdouts=False)
         worker.execute_from_commandline()
 
     async def _on_shutdown(self, sender: Any, **_: Any) -> None:
         try:
-            await asyncio.wait_for(self.runtime.checkpoint_all(), timeout=10)
+            await asyncio.wait_for(self.runtime.checkpoint_all(), timeout=20)
         except Exception as exc:  # a failed goodbye checkpoint only costs a longer catch-up
             log.warning("final checkpoint failed: %r", exc)
         finally:
+            await self.writer.stop()
             await self.checkpoints.stop()
-            if self._http is not None:
-                await self._http.cleanup()
+            for runner in self._http:
+                await runner.cleanup()
+            self.backend.close()
 
 
 def _message(record: Any) -> Message:

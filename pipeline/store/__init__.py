@@ -1,0 +1,1 @@
+"""ClickHouse storage: migrations, row shapes, backends (clickhouse-driver, chDB), the writer."""

@@ -1,0 +1,146 @@
+"""The rows ccpipe writes: column names and ClickHouse types (they must match the DDL in
+schemas/clickhouse/, a test holds them together), and converters from engine output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.engine.sentiment import message_score
+from pipeline.engine.windows import ExactSamples, WindowRow
+from pipeline.events import Event
+from pipeline.store.backends import Column
+
+Row = tuple[Any, ...]
+
+
+def _columns(spec: str) -> tuple[Column, ...]:
+    """`name Type` a line, as in the DDL."""
+    return tuple(Column(*line.split(None, 1)) for line in spec.strip().splitlines())
+
+
+TABLES: dict[str, tuple[Column, ...]] = {
+    "interactions": _columns(
+        """
+    event_id         String
+    type             LowCardinality(String)
+    conversation_id  String
+    customer_id      String
+    channel          LowCardinality(String)
+    queue            LowCardinality(String)
+    event_time       DateTime64(3, 'UTC')
+    direction        LowCardinality(Nullable(String))
+    author           LowCardinality(Nullable(String))
+    agent_id         Nullable(String)
+    text             Nullable(String)
+    sentiment        Nullable(Float32)
+    csat             Nullable(UInt8)
+    nps              Nullable(UInt8)
+    ces              Nullable(UInt8)
+    raw              String
+    source_partition UInt16
+    source_offset    UInt64
+"""
+    ),
+    "conversations": _columns(
+        """
+    conversation_id   String
+    customer_id       String
+    channel           LowCardinality(String)
+    queue             LowCardinality(String)
+    started_at        Nullable(DateTime64(3, 'UTC'))
+    first_response_at Nullable(DateTime64(3, 'UTC'))
+    frt_seconds       Nullable(Float64)
+    first_agent_id    Nullable(String)
+    messages_inbound  UInt32
+    messages_outbound UInt32
+    abandoned         Bool
+    resolved_at       Nullable(DateTime64(3, 'UTC'))
+    reopened          Bool
+    repeat_contact    Bool
+    fcr               Bool
+    fcr_final         Bool
+    sentiment_mean    Nullable(Float64)
+    sentiment_first   Nullable(Float64)
+    sentiment_last    Nullable(Float64)
+    csat              Nullable(UInt8)
+    nps               Nullable(UInt8)
+    ces               Nullable(UInt8)
+    version           UInt64
+"""
+    ),
+    "metrics_window_partials": _columns(
+        """
+    window_start          DateTime64(3, 'UTC')
+    window_seconds        Float64
+    channel               LowCardinality(String)
+    queue                 LowCardinality(String)
+    source_partition      UInt16
+    conversations_started UInt32
+    first_responses       UInt32
+    frt_sum               Float64
+    frt_sla_ok            UInt32
+    frt_samples           Array(Float64)
+    abandoned             UInt32
+    resolved              UInt32
+    fcr_ok                UInt32
+    sentiment_samples     UInt32
+    sentiment_sum         Float64
+    sentiment_negative    UInt32
+    surveys               UInt32
+    csat_n                UInt32
+    csat_sum              UInt32
+    csat_good             UInt32
+    nps_n                 UInt32
+    nps_promoters         UInt32
+    nps_detractors        UInt32
+    ces_n                 UInt32
+    ces_sum               UInt32
+    final                 Bool
+    version               UInt64
+"""
+    ),
+    "dead_letters": _columns(
+        """
+    topic       LowCardinality(String)
+    partition   UInt16
+    offset      Int64
+    reason      LowCardinality(String)
+    detail      String
+    payload     String
+    received_at DateTime64(3, 'UTC')
+"""
+    ),
+}
+
+CONVERSATION_FIELDS = tuple(c.name for c in TABLES["conversations"] if c.name != "version")
+
+
+def interaction_row(event: Event, partition: int, offset: int) -> Row:
+    customer_message = event.type == "message" and event.direction == "inbound" and event.author == "customer"
+    score = message_score(event.sentiment, event.text) if customer_message else event.sentiment
+    return (
+        event.event_id, event.type, event.conversation_id, event.customer_id, event.channel, event.queue,
+        event.timestamp, event.direction, event.author, event.agent_id, event.text, score, event.csat,
+        event.nps, event.ces, event.raw.decode("utf-8", "replace"), partition, offset,
+    )  # fmt: skip
+
+
+def conversation_row(record: dict[str, Any], version: int) -> Row:
+    return (*(record[name] for name in CONVERSATION_FIELDS), version)
+
+
+def window_row(row: WindowRow, partition: int, version: int) -> Row:
+    a = row.aggregate
+    samples = list(a.frt.values) if isinstance(a.frt, ExactSamples) else []
+    return (
+        row.window_start, row.window_seconds, row.channel, row.queue, partition, a.started, a.frt_n,
+        a.frt_sum, a.frt_sla_ok, samples, a.abandoned, a.resolved, a.fcr_ok, a.sentiment_n, a.sentiment_sum,
+        a.sentiment_negative, a.surveys, a.csat_n, a.csat_sum, a.csat_good, a.nps_n, a.nps_promoters,
+        a.nps_detractors, a.ces_n, a.ces_sum, row.final, version,
+    )  # fmt: skip
+
+
+def dead_letter_row(
+    *, topic: str, partition: int, offset: int, reason: str, detail: str, payload: bytes, received_at: float
+) -> Row:
+    return (topic, partition, offset, reason, detail, payload.decode("utf-8", "replace"), received_at)
