@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from pipeline.engine import Engine
 from pipeline.events import Event, decode_event
 from pipeline.exporter import QUANTILE_FIELDS, ROLLING_GAUGES
 from pipeline.processes import spawn_cli, stop_process
+from pipeline.simulate import SimulationSettings, Simulator
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -29,11 +31,14 @@ class WorkerProcess:
 
     def __init__(self, bootstrap: str, workdir: Path, **env: str) -> None:
         self.port = free_port()
+        self.query_port = free_port()
         self.log = workdir / f"worker-{self.port}.log"
         self.env = dict(os.environ)
         self.env.update({
             "CCPIPE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "CCPIPE_METRICS_PORT": str(self.port),
+            "CCPIPE_QUERY_PORT": str(self.query_port),
+            "CCPIPE_STORE_FLUSH_SECONDS": "0.2",
             "CCPIPE_DATA_DIR": str(workdir),
             "CCPIPE_PARTITIONS": "4",
             "CCPIPE_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
@@ -129,3 +134,17 @@ def lines_of(events: Iterable[dict[str, Any]]) -> list[bytes]:
 
 def valid_events(lines: Iterable[bytes]) -> list[Event]:
     return [e for e in map(decode_event, lines) if isinstance(e, Event)]
+
+
+T0 = 1_772_442_000.0  # 09:00 UTC, a busy hour of the simulated day
+
+
+def scenario(seconds: float, spike: str | None = None, seed: int = 11) -> list[bytes]:
+    """Simulated events over `seconds` of event time, cut so the newest lies early in a minute."""
+    settings = SimulationSettings(
+        seed=seed, start=T0, conversations=60_000, jitter_seconds=2.0, duplicate_rate=0.01,
+        spike_channel=spike, spike_start=T0 + seconds / 3, spike_seconds=seconds,
+    )  # fmt: skip
+    cut = T0 + seconds - seconds % 60 + 5
+    events = itertools.takewhile(lambda e: e["timestamp"] < cut + 10, Simulator(settings).events())
+    return [orjson.dumps(e) for e in events if e["timestamp"] < cut]

@@ -37,8 +37,8 @@ def test_replay_keys_by_customer_and_keeps_order_per_key(
     source = tmp_path / "events.jsonl"
     source.write_bytes(b"\n".join(lines) + b"\n")
     env = {"CCPIPE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, **topics}
-    from pipeline.settings import WorkerSettings  # noqa: PLC0415
-    from pipeline.stream.topics import ensure_topics  # noqa: PLC0415
+    from pipeline.settings import WorkerSettings
+    from pipeline.stream.topics import ensure_topics
 
     ensure_topics(WorkerSettings.from_env(env))
     result = ccpipe(["replay", str(source)], env)

@@ -132,10 +132,10 @@ def test_invalid_events_are_dead_lettered_and_mis_keyed_ones_rekeyed() -> None:
 
 
 def _exposition(runtime: Runtime) -> dict[Any, float]:
-    from prometheus_client import generate_latest  # noqa: PLC0415
-    from streaming import parse  # noqa: PLC0415
+    from prometheus_client import generate_latest
+    from streaming import parse
 
-    from pipeline.exporter import Exporter  # noqa: PLC0415
+    from pipeline.exporter import Exporter
 
     return parse(generate_latest(Exporter(runtime).registry).decode())
 
@@ -156,7 +156,7 @@ def test_series_of_partitions_that_moved_away_disappear() -> None:
 
 
 def test_oldest_waiting_grows_between_scrapes_without_events() -> None:
-    import time  # noqa: PLC0415
+    import time
 
     now = time.time()
     body = event("s1", "conversation_started", "c1", 0) | {"timestamp": now - 10}

@@ -4,7 +4,8 @@ the dead-letter topic; a spike on one channel raises its FRT p90; mis-keyed even
 
 from __future__ import annotations
 
-import itertools
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,21 +13,22 @@ from typing import Any
 
 import orjson
 from kafka import KafkaConsumer
+from storage import assert_views_equal_compute
 from streaming import (
     WorkerProcess,
     differences,
     expected_rolling,
     rolling_part,
+    scenario,
     wait_until,
 )
 
 from pipeline.broker import EmbeddedBroker
 from pipeline.produce import send_lines
 from pipeline.settings import WorkerSettings
-from pipeline.simulate import SimulationSettings, Simulator
+from pipeline.store.backends import open_backend
 from pipeline.stream.topics import ensure_topics
 
-T0 = 1_772_442_000.0  # 09:00 UTC, a busy hour of the simulated day
 IDS = b'"conversation_id": "c", "customer_id": "u", "timestamp": 1772442100'
 INVALID = [
     b"{not json",
@@ -34,17 +36,6 @@ INVALID = [
     b'{"event_id": "bad-1", "type": "teleport", "channel": "chat", ' + IDS + b"}",
     b'{"event_id": "bad-2", "type": "message", "channel": "Chat!", ' + IDS + b"}",
 ]
-
-
-def scenario(seconds: float, spike: str | None = None, seed: int = 11) -> list[bytes]:
-    """Simulated events over `seconds` of event time, cut so the newest lies early in a minute."""
-    settings = SimulationSettings(
-        seed=seed, start=T0, conversations=60_000, jitter_seconds=2.0, duplicate_rate=0.01,
-        spike_channel=spike, spike_start=T0 + seconds / 3, spike_seconds=seconds,
-    )  # fmt: skip
-    cut = T0 + seconds - seconds % 60 + 5
-    events = itertools.takewhile(lambda e: e["timestamp"] < cut + 10, Simulator(settings).events())
-    return [orjson.dumps(e) for e in events if e["timestamp"] < cut]
 
 
 def settings_for(broker: EmbeddedBroker, topics: dict[str, str]) -> WorkerSettings:
@@ -94,11 +85,27 @@ def test_gauges_equal_compute_across_a_sigkill_and_restart(
         worker.stop()
 
     restarted = WorkerProcess(broker.bootstrap, workdir, **topics).start()
+    unique = len({orjson.loads(line)["event_id"] for line in lines})
     try:
         wait_until(gauges_match(restarted, lines + INVALID), timeout=150, what="gauges after the restart")
         samples = restarted.scrape()
+        # While the worker holds the chDB files, `ccpipe sql` asks it over loopback.
+        wait_until(lambda: sql_problems(restarted, "SELECT count() AS n FROM interactions_dedup", str(unique)),
+                   timeout=30, what="events in the store")  # fmt: skip
     finally:
         restarted.stop()
+
+    # Stopped: the same query opens the files itself; the views equal `ccpipe compute`.
+    assert sql_problems(restarted, "SELECT count() AS n FROM interactions_dedup", str(unique)) == []
+    store = open_backend(f"chdb://{workdir}/chdb")
+    try:
+        assert_views_equal_compute(store, lines)
+        letters = store.select(
+            "SELECT reason FROM dead_letters ORDER BY reason LIMIT 1 BY topic, partition, offset"
+        )
+        assert [row[0] for row in letters.rows] == ["not_json", "not_object", "out_of_range", "unknown_type"]
+    finally:
+        store.close()
 
     # The spike on phone shows in its FRT p90 against the same traffic without one.
     calm, _ = expected_rolling(scenario(900))
@@ -118,13 +125,26 @@ def test_gauges_equal_compute_across_a_sigkill_and_restart(
     assert all(letter["topic"] == settings.input_topic and letter["offset"] >= 0 for letter in letters)
 
 
+def sql_problems(worker: WorkerProcess, query: str, expected: str) -> list[str]:
+    """Run `ccpipe sql` as an analyst would, against this worker's store."""
+    env = {**worker.env}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "sql", "--store", f"chdb://{worker.env['CCPIPE_DATA_DIR']}/chdb",
+         "--format", "csv", query], env=env, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        return [result.stderr.decode()]
+    lines = result.stdout.decode().splitlines()
+    return [] if lines[1:] == [expected] else [f"got {lines}, want {expected}"]
+
+
 def test_events_keyed_by_something_else_are_rekeyed_once(
     broker: EmbeddedBroker, topics: dict[str, str], workdir: Path
 ) -> None:
     settings = settings_for(broker, topics)
     ensure_topics(settings)
     lines = scenario(240, seed=5)
-    from kafka import KafkaProducer  # noqa: PLC0415
+    from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
     for line in lines:  # keyed by conversation, not customer

@@ -102,11 +102,13 @@ class ChdbBackend:
 
         arrays = {}
         for column, values in zip(columns, data, strict=True):
+            # Typed like the column, so a value that does not fit fails here instead of
+            # being converted silently by INSERT ... SELECT.
             if column.is_time:
                 millis = [None if v is None else round(v * 1000) for v in values]
                 arrays[column.name] = pa.array(millis, type=pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
             else:
-                arrays[column.name] = pa.array(values)
+                arrays[column.name] = pa.array(values, type=_arrow_type(column.type))
         batch = pa.table(arrays)  # noqa: F841 - read by name by chDB's Python() table function
         names = ", ".join(c.name for c in columns)
         with self._lock:
@@ -146,7 +148,7 @@ class DriverBackend:
     def insert(self, table: str, columns: Sequence[Column], data: Sequence[Sequence[Any]]) -> None:
         converted = [_driver_column(column, values) for column, values in zip(columns, data, strict=True)]
         names = ", ".join(c.name for c in columns)
-        self._call(f"INSERT INTO {table} ({names}) VALUES", converted, columnar=True)
+        self._call(f"INSERT INTO {table} ({names}) VALUES", converted, columnar=True, types_check=True)
 
     def select(self, sql: str, readonly: bool = True) -> QueryResult:
         settings = {"readonly": 1} if readonly else {}
@@ -163,6 +165,26 @@ class DriverBackend:
             return self._client.execute(*args, **kwargs)
         except (errors.NetworkError, errors.SocketTimeoutError, OSError, EOFError) as exc:
             raise StoreUnavailable(f"ClickHouse at {redact(self.url)} is unreachable: {exc}") from exc
+
+
+_ARROW_SCALARS = {
+    "String": "string", "Bool": "bool_", "Float32": "float32", "Float64": "float64",
+    "UInt8": "uint8", "UInt16": "uint16", "UInt32": "uint32", "UInt64": "uint64",
+    "Int8": "int8", "Int16": "int16", "Int32": "int32", "Int64": "int64",
+}  # fmt: skip
+
+
+def _arrow_type(clickhouse_type: str) -> Any:
+    """The Arrow type of a (non-time) ClickHouse column type used by ccpipe's tables."""
+    import pyarrow as pa  # noqa: PLC0415
+
+    inner = clickhouse_type
+    for wrapper in ("LowCardinality(", "Nullable("):
+        if inner.startswith(wrapper):
+            inner = inner[len(wrapper) : -1]
+    if inner.startswith("Array("):
+        return pa.list_(_arrow_type(inner[len("Array(") : -1]))
+    return getattr(pa, _ARROW_SCALARS[inner])()
 
 
 def _secure_suffix(url: str) -> str:

@@ -1,0 +1,272 @@
+"""ClickHouse storage on the real ClickHouse engine (chDB), and against a ClickHouse server
+when CCPIPE_TEST_CLICKHOUSE_URL is set (clickhouse://user:pass@host:9000/db)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from storage import assert_views_equal_compute, close, epoch, select, views
+from streaming import scenario
+from support import T0
+
+from pipeline.engine import Engine
+from pipeline.events import Event, decode_event
+from pipeline.store.backends import Backend, DriverBackend, StoreUnavailable, open_backend
+from pipeline.store.migrations import migrate
+from pipeline.store.rows import TABLES, interaction_row
+from pipeline.store.sink import StoreSink
+from pipeline.store.writer import StoreWriter
+from pipeline.stream.runtime import StoredInput
+
+SERVER_URL = os.environ.get("CCPIPE_TEST_CLICKHOUSE_URL")
+BACKENDS = ["chdb"] + (["server"] if SERVER_URL else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "chdb":
+        store = open_backend(f"chdb://{tmp_path}/chdb")
+    else:  # a fresh database on the server, dropped afterwards
+        assert SERVER_URL is not None
+        admin = open_backend(SERVER_URL)
+        database = f"ccpipe_test_{uuid.uuid4().hex[:8]}"
+        admin.execute(f"CREATE DATABASE {database}")
+        store = open_backend(SERVER_URL.rsplit("/", 1)[0] + f"/{database}")
+    migrate(store, ttl_days=400)
+    yield store
+    if request.param == "server":
+        admin.execute(f"DROP DATABASE {database}")
+        admin.close()
+    store.close()
+
+
+def run_partitioned(
+    lines: list[bytes], partitions: int = 3, batch: int = 200
+) -> Iterator[tuple[int, int, Any, Any]]:
+    """Feed events to one engine per partition (by customer), as the workers do; yields
+    (partition, version, batch result, stored input) per batch, then the flush."""
+    engines = [Engine() for _ in range(partitions)]
+    per_partition: list[list[tuple[Event, int]]] = [[] for _ in range(partitions)]
+    for line in lines:
+        event = decode_event(line)
+        if isinstance(event, Event):
+            p = hash(event.customer_id) % partitions
+            per_partition[p].append((event, len(per_partition[p])))
+    for p, items in enumerate(per_partition):
+        for start in range(0, len(items), batch):
+            chunk = items[start : start + batch]
+            result = engines[p].process([event for event, _ in chunk])
+            yield p, chunk[-1][1], result, StoredInput(events=chunk)
+
+
+async def write_all(
+    store: Backend, batches: list[tuple[int, int, Any, Any]], **writer_options: Any
+) -> StoreWriter:
+    options = {"batch_rows": 500, "flush_seconds": 0.05, "max_buffer_rows": 100_000} | writer_options
+    writer = StoreWriter(store, **options)
+    writer.start()
+    sink = StoreSink(writer)
+    for partition, version, result, stored in batches:
+        await sink.wait_for_room()
+        sink.persist(partition, version, result, stored)
+    assert await writer.flush(timeout=60)
+    await writer.stop()
+    return writer
+
+
+def test_migrations_apply_twice_without_change(backend: Backend) -> None:
+    ddl = (
+        "SELECT name, create_table_query FROM system.tables WHERE database = currentDatabase() ORDER BY name"
+    )
+    before = backend.select(ddl).rows
+    assert migrate(backend, ttl_days=400) == []
+    assert backend.select(ddl).rows == before
+    names = {row[0] for row in before}
+    assert {"interactions", "conversations", "metrics_window_partials", "dead_letters", "conversations_latest",
+            "metrics_window", "frt_hourly", "fcr_daily", "sentiment_daily", "agent_daily"} <= names  # fmt: skip
+
+
+def test_row_columns_match_the_ddl(backend: Backend) -> None:
+    for table, columns in TABLES.items():
+        described = {row[0]: row[1] for row in backend.select(f"DESCRIBE TABLE {table}").rows}
+        assert {c.name: c.type for c in columns} == {n: described[n] for n in (c.name for c in columns)}
+        assert set(described) - {c.name for c in columns} <= {"ingested_at", "updated_at"}  # DEFAULT now64(3)
+
+
+def test_driver_path_encodes_every_column_with_the_ddl_types(backend: Backend) -> None:
+    """The clickhouse-driver backend's statement and values, encoded by clickhouse-driver's own
+    native-protocol column writers against the types the DDL declares."""
+    from clickhouse_driver import bufferedwriter
+    from clickhouse_driver.client import Client
+    from clickhouse_driver.columns.service import write_column
+
+    class Socket:  # collects what would go on the wire
+        def __init__(self) -> None:
+            self.sent = bytearray()
+
+        def sendall(self, data: bytes) -> None:
+            self.sent += data
+
+    context = Client("localhost").connection.context
+    context.settings = {}
+    rows = dict(table_rows(scenario(600)))
+    driver = DriverBackend("clickhouse://user:secret@localhost:9000/db")
+    statements: list[Any] = []
+    driver._call = lambda *args, **kwargs: statements.append((args, kwargs))  # type: ignore[method-assign]
+    for table, columns in TABLES.items():
+        described = {row[0]: row[1] for row in backend.select(f"DESCRIBE TABLE {table}").rows}
+        data = [list(values) for values in zip(*rows[table], strict=True)]
+        driver.insert(table, columns, data)
+        (sql, converted), options = statements.pop()
+        assert sql == f"INSERT INTO {table} ({', '.join(c.name for c in columns)}) VALUES"
+        assert options == {"columnar": True, "types_check": True}
+        for column, values in zip(columns, converted, strict=True):
+            socket = Socket()
+            buffer = bufferedwriter.BufferedSocketWriter(socket, 1 << 16)
+            write_column(context, column.name, described[column.name], values, buffer, types_check=True)
+            buffer.flush()
+            assert socket.sent, column.name
+
+
+def table_rows(lines: list[bytes]) -> Iterator[tuple[str, list[Any]]]:
+    """Rows of every table from a real engine run (with one refused message)."""
+    from pipeline.events import InvalidEvent
+    from pipeline.store.rows import conversation_row, dead_letter_row, window_row
+
+    batches = list(run_partitioned(lines))
+    yield "interactions", [interaction_row(e, p, o) for p, _, _, s in batches for e, o in s.events]
+    yield "conversations", [conversation_row(r, v) for _, v, b, _ in batches for r in b.conversations]
+    yield "metrics_window_partials", [window_row(w, p, v) for p, v, b, _ in batches for w in b.windows]
+    bad = InvalidEvent("not_json", "not JSON", b"{x")
+    yield "dead_letters", [dead_letter_row(topic="t", partition=1, offset=2, reason=bad.reason, detail=bad.detail,
+                                           payload=bad.raw, received_at=time.time())]  # fmt: skip
+
+
+def test_views_equal_compute_and_a_replayed_batch_changes_nothing(backend: Backend) -> None:
+    lines = scenario(900)
+    batches = list(run_partitioned(lines))
+    asyncio.run(write_all(backend, batches))
+    assert_views_equal_compute(backend, lines)
+    before = views(backend)
+    asyncio.run(write_all(backend, batches[len(batches) // 3 :]))  # a retried tail, written again
+    after = views(backend)
+    for old, new in zip(before, after, strict=True):  # sums may add up in another order
+        assert old.keys() == new.keys()
+        assert all(close(old[k][f], new[k][f]) for k in old for f in old[k]), "a view changed"
+    unique = {orjson.loads(line)["event_id"] for line in lines}
+    assert select(backend, "SELECT count() AS n FROM interactions_dedup")[0]["n"] in (
+        len(unique),
+        str(len(unique)),
+    )
+
+
+class Outage:
+    """The real backend behind a switch: while down, every call is refused like a dead server."""
+
+    def __init__(self, store: Backend) -> None:
+        self.store = store
+        self.url = store.url
+        self.down_until = 0.0
+        self.refused = 0
+
+    def _check(self) -> None:
+        if time.monotonic() < self.down_until:
+            self.refused += 1
+            raise StoreUnavailable("connection refused (outage)")
+
+    def execute(self, sql: str) -> None:
+        self._check()
+        self.store.execute(sql)
+
+    def insert(self, table: str, columns: Any, data: Any) -> None:
+        self._check()
+        self.store.insert(table, columns, data)
+
+    def select(self, sql: str, readonly: bool = True) -> Any:
+        self._check()
+        return self.store.select(sql, readonly)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def test_an_outage_loses_nothing_and_pauses_consumption(backend: Backend) -> None:
+    lines = scenario(600)
+    batches = list(run_partitioned(lines))
+    flaky = Outage(backend)
+    errors: list[int] = []
+
+    async def scenario_with_outage() -> tuple[float, int]:
+        writer = StoreWriter(flaky, batch_rows=200, flush_seconds=0.05, max_buffer_rows=1000,
+                             on_error=lambda: errors.append(1))  # fmt: skip
+        writer.start()
+        sink = StoreSink(writer)
+        flaky.down_until = time.monotonic() + 3.0
+        blocked = 0.0
+        peak = 0
+        for partition, version, result, stored in batches:
+            began = time.monotonic()
+            await sink.wait_for_room()
+            blocked = max(blocked, time.monotonic() - began)
+            sink.persist(partition, version, result, stored)
+            peak = max(peak, writer.pending_rows)
+        assert await writer.flush(timeout=60)
+        await writer.stop()
+        return blocked, peak
+
+    blocked, peak = asyncio.run(scenario_with_outage())
+    assert flaky.refused > 0 and errors
+    assert blocked > 1.0  # consumption waited for the store to come back
+    assert peak < 1000 + 3 * 1000  # bounded: the buffer bound plus one batch's rows at most
+    assert_views_equal_compute(backend, lines)
+
+
+def test_a_row_clickhouse_refuses_goes_to_dead_letters_and_the_rest_is_written(backend: Backend) -> None:
+    lines = scenario(300)
+    batches = list(run_partitioned(lines))
+    rows = [interaction_row(e, p, o) for p, _, _, s in batches for e, o in s.events][:50]
+    poisoned = list(rows[7])
+    poisoned[-1] = "not-an-offset"  # source_offset is UInt64
+
+    async def write() -> StoreWriter:
+        writer = StoreWriter(backend, batch_rows=1000, flush_seconds=0.05, max_buffer_rows=10_000)
+        writer.start()
+        writer.add("interactions", [*rows[:7], tuple(poisoned), *rows[8:]])
+        assert await writer.flush(timeout=60)
+        await writer.stop()
+        return writer
+
+    writer = asyncio.run(write())
+    assert writer.stats.rows_rejected == 1
+    stored = {r["event_id"] for r in select(backend, "SELECT event_id FROM interactions_dedup")}
+    assert stored == {row[0] for row in rows} - {rows[7][0]}
+    (letter,) = select(backend, "SELECT * FROM dead_letters")
+    assert letter["reason"] == "store_rejected" and letter["topic"] == "interactions"
+    assert rows[7][0] in letter["payload"]
+
+
+def test_window_partials_of_partitions_merge_exactly(backend: Backend) -> None:
+    """The metrics_window view merges per-partition accumulators: FRT quantiles come from the
+    union of the partitions' samples, not an average of their quantiles."""
+    from support import agent_msg, event
+
+    bodies = []
+    for i in range(9):
+        bodies += [event(f"s{i}", "conversation_started", f"c{i}", i, customer=f"u{i}"),
+                   agent_msg(f"r{i}", f"c{i}", i + 5 * (i + 1), customer=f"u{i}")]  # fmt: skip
+    import orjson
+
+    lines = [orjson.dumps(b) for b in bodies]
+    asyncio.run(write_all(backend, list(run_partitioned(lines, partitions=3, batch=1))))
+    (row,) = select(backend, "SELECT * FROM metrics_window")
+    assert epoch(row["window_start"]) == T0
+    assert row["first_responses"] == 9
+    assert row["frt_p50_seconds"] == 25 and row["frt_p90_seconds"] == 40 and row["frt_max_seconds"] == 45
