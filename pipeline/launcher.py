@@ -122,7 +122,7 @@ def _banner(
         "",
         "Look at it:",
         f"  curl -s {metrics} | grep -E '^ccpipe_(frt_seconds|conversations_waiting)'",
-        '  ccpipe sql "SELECT channel, count(), avg(frt_seconds) FROM conversations_latest GROUP BY channel"',
+        f'  {_ccpipe()} sql "SELECT channel, count(), avg(frt_seconds) FROM conversations_latest GROUP BY channel"',
         f"  gauges appear within about 30 s; traffic peaks at {options.rate:g} events/s"
         + (f"; agent replies on '{options.spike}' slow down after a minute" if options.spike else ""),
         "Stop it with Ctrl-C"
@@ -131,6 +131,15 @@ def _banner(
         "",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _ccpipe() -> str:
+    """How to call ccpipe from this directory (the venv's script when it is under it)."""
+    script = Path(sys.executable).parent / "ccpipe"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def _watch(children: list[Child], metrics: str, duration: float | None) -> int:
