@@ -122,7 +122,8 @@ def _banner(
         "",
         "Look at it:",
         f"  curl -s {metrics} | grep -E '^ccpipe_(frt_seconds|conversations_waiting)'",
-        f'  {_ccpipe()} sql "SELECT channel, count(), avg(frt_seconds) FROM conversations_latest GROUP BY channel"',
+        f'  {_ccpipe()} sql "SELECT channel, count(), avg(frt_seconds) FROM conversations_latest '
+        'GROUP BY channel"',
         f"  gauges appear within about 30 s; traffic peaks at {options.rate:g} events/s"
         + (f"; agent replies on '{options.spike}' slow down after a minute" if options.spike else ""),
         "Stop it with Ctrl-C"
