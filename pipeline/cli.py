@@ -107,7 +107,14 @@ def _simulate(args: argparse.Namespace) -> int:
     from pipeline.produce import live_events, live_simulation, send_lines  # noqa: PLC0415
 
     settings = _env_settings()
-    simulation = live_simulation(args.rate, args.seed, args.spike, args.spike_after, args.spike_seconds)
+    simulation = live_simulation(
+        args.rate,
+        seed=args.seed,
+        spike=args.spike,
+        spike_after=args.spike_after,
+        spike_seconds=args.spike_seconds,
+        backfill=args.backfill,
+    )
     print(
         f"ccpipe simulate: up to {args.rate:g} events/s "
         f"into {settings.input_topic} on {settings.kafka_bootstrap_servers}"
@@ -220,7 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--duration", type=_seconds, default=None, help="stop after this many seconds")
     run.add_argument(
-        "--rate", type=_seconds, default=200.0, help="simulated events/s at the daily peak (default 200)"
+        "--rate",
+        type=_seconds,
+        default=200.0,
+        help="simulated events/s at this hour of the day (default 200)",
     )
     run.add_argument(
         "--bootstrap", default=None, help="use this Kafka (host:port) instead of the embedded broker"
@@ -247,14 +257,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="send realistic live traffic into Kafka (CCPIPE_KAFKA_BOOTSTRAP_SERVERS, CCPIPE_INPUT_TOPIC)",
     )
     simulate.add_argument(
-        "--rate", type=_seconds, default=200.0, help="events/s at the daily peak (default 200)"
+        "--rate", type=_seconds, default=200.0, help="events/s at this hour of the day (default 200)"
     )
     simulate.add_argument("--duration", type=_seconds, default=None, help="stop after this many seconds")
     simulate.add_argument("--events", type=int, default=None, help="stop after this many events")
     simulate.add_argument("--seed", type=int, default=7)
+    simulate.add_argument(
+        "--backfill",
+        type=_non_negative_seconds,
+        default=0.0,
+        help="start the simulation this many seconds ago and send that past at once (default 0)",
+    )
     simulate.add_argument("--spike", default=None, metavar="CHANNEL", help="slow agent replies on CHANNEL")
     simulate.add_argument(
-        "--spike-after", type=_non_negative_seconds, default=60.0, help="spike starts after (default 60 s)"
+        "--spike-after",
+        type=_non_negative_seconds,
+        default=60.0,
+        help="spike starts this long after the simulation start (default 60 s)",
     )
     simulate.add_argument("--spike-seconds", type=_seconds, default=900.0, help="spike lasts (default 900 s)")
     simulate.set_defaults(handler=_simulate)

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from pipeline.engine import Batch
 from pipeline.engine.windows import Key
+from pipeline.settings import EngineSettings
 
 disable_created_metrics()  # `*_created` series only add noise to every counter
 
@@ -45,6 +46,7 @@ QUANTILE_FIELDS = (("0.5", "frt_p50_seconds"), ("0.9", "frt_p90_seconds"), ("0.9
 
 class Views(Protocol):
     newest_event_time: float | None
+    settings: EngineSettings
 
     def rolling(self) -> dict[str, dict[Key, dict[str, Any]]]: ...
     def waiting(self, now: float) -> dict[Key, tuple[int, float | None]]: ...
@@ -90,11 +92,25 @@ class ViewCollector(Collector):
             "Age of the oldest conversation waiting for a first response",
             labels=["channel", "queue"],
         )
-        for (channel, queue), (count, age) in sorted(self.views.waiting(now).items()):
+        waiting_now = self.views.waiting(now)
+        for (channel, queue), (count, age) in sorted(waiting_now.items()):
             waiting.add_metric([channel, queue], count)
             oldest.add_metric([channel, queue], age if age is not None else 0.0)
         yield waiting
         yield oldest
+
+        # Each channel's FRT target, so alert rules compare against it without a copy of it.
+        targets = GaugeMetricFamily(
+            "ccpipe_frt_target_seconds", "First response time target (SLA)", labels=["channel"]
+        )
+        settings = self.views.settings
+        channels = set(settings.sla_targets) | {
+            channel for by_key in rolling.values() for channel, _ in by_key
+        }
+        channels |= {channel for channel, _ in waiting_now}
+        for channel in sorted(channels):
+            targets.add_metric([channel], settings.sla_target(channel))
+        yield targets
 
         lag = GaugeMetricFamily(
             "ccpipe_processing_lag_seconds", "Wall clock minus the event time of the newest processed event"

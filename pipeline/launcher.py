@@ -124,7 +124,7 @@ def _banner(
         f"  curl -s {metrics} | grep -E '^ccpipe_(frt_seconds|conversations_waiting)'",
         f'  {_ccpipe()} sql "SELECT channel, count(), avg(frt_seconds) FROM conversations_latest '
         'GROUP BY channel"',
-        f"  gauges appear within about 30 s; traffic peaks at {options.rate:g} events/s"
+        f"  gauges appear within about 30 s; traffic about {options.rate:g} events/s"
         + (f"; agent replies on '{options.spike}' slow down after a minute" if options.spike else ""),
         "Stop it with Ctrl-C"
         + (f" (or it stops by itself after {options.duration:g} s)" if options.duration else "")

@@ -103,19 +103,28 @@ def live_events(simulation: SimulationSettings, duration: float | None, limit: i
 
 
 def live_simulation(
-    rate: float, seed: int, spike: str | None, spike_after: float, spike_seconds: float
+    rate: float,
+    *,
+    seed: int,
+    spike: str | None,
+    spike_after: float,
+    spike_seconds: float,
+    backfill: float = 0.0,
 ) -> SimulationSettings:
-    """Settings whose peak-hour rate is `rate` events/s, starting now."""
-    now = time.time()
-    peak = max(DAY_SHAPE)
-    conversations_per_day = rate / EVENTS_PER_CONVERSATION * 86400 * (sum(DAY_SHAPE) / 24) / peak
+    """Settings whose rate is about `rate` events/s at this hour of the day (the daily shape
+    moves it later). With `backfill`, the simulation starts that many seconds ago, and the
+    past is sent at once; the spike starts `spike_after` seconds after the simulation start."""
+    start = time.time() - backfill
+    hour = int((time.time() % 86400) // 3600)
+    conversations_per_day = rate / EVENTS_PER_CONVERSATION * 86400 * (sum(DAY_SHAPE) / 24) / DAY_SHAPE[hour]
     return SimulationSettings(
         seed=seed,
-        start=now,
+        start=start,
         conversations=max(1, int(conversations_per_day)),
         jitter_seconds=2.0,
         duplicate_rate=0.002,
+        invalid_rate=0.001,
         spike_channel=spike,
-        spike_start=now + spike_after,
+        spike_start=start + spike_after,
         spike_seconds=spike_seconds,
     )
