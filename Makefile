@@ -5,9 +5,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+TOOLS  := $(VENV)/.tools-stamp
+SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DEMO   := var/demo
 
-.PHONY: help install run demo-compute test lint format bench bench-engine clean
+.PHONY: help install install-tools run demo-compute dashboards test lint format bench bench-engine clean
 
 help:
 	@echo "make run    - run the pipeline on embedded defaults and show where to look (RUN_ARGS='--spike chat')"
@@ -23,9 +25,27 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Prometheus, promtool, Alertmanager and amtool from Debian's packages (the observability tests
+# and `ccpipe run --with-prometheus` use them).
+$(TOOLS):
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v amtool >/dev/null; then \
+		echo "prometheus tools present"; \
+	else \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			prometheus prometheus-alertmanager; \
+	fi
+	@mkdir -p $(VENV) && touch $(TOOLS)
+
+install-tools: $(TOOLS)
+
 # The whole pipeline on embedded defaults: broker, worker, simulator, /metrics. Ctrl-C stops it.
 run: $(STAMP)
 	$(BIN)/ccpipe run $(RUN_ARGS)
+
+# The same, with a local Prometheus evaluating the alert rules (watch the FRT alert fire).
+run-with-prometheus: $(STAMP) $(TOOLS)
+	$(BIN)/ccpipe run --with-prometheus --spike phone --backfill 1800 --rate 50 $(RUN_ARGS)
 
 # The engine alone over a simulated day, without Kafka.
 demo-compute: $(STAMP)
@@ -34,15 +54,19 @@ demo-compute: $(STAMP)
 	$(BIN)/ccpipe compute --input $(DEMO)/events.jsonl \
 		--windows-out $(DEMO)/windows.jsonl --conversations-out $(DEMO)/conversations.jsonl
 
+# Grafana dashboards are code (grafana/build.py); the JSON is committed and tested against it.
+dashboards: $(STAMP)
+	$(BIN)/python grafana/build.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline tests bench
-	$(BIN)/ruff format --check pipeline tests bench
+	$(BIN)/ruff check pipeline tests bench grafana
+	$(BIN)/ruff format --check pipeline tests bench grafana
 
 format: $(STAMP)
-	$(BIN)/ruff format pipeline tests bench
-	$(BIN)/ruff check --fix pipeline tests bench
+	$(BIN)/ruff format pipeline tests bench grafana
+	$(BIN)/ruff check --fix pipeline tests bench grafana
 
-test: $(STAMP) lint
+test: $(STAMP) $(TOOLS) lint
 	$(BIN)/python -m pytest
 
 bench: bench-engine

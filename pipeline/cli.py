@@ -99,6 +99,8 @@ def _run(args: argparse.Namespace) -> int:
         spike=args.spike,
         partitions=args.partitions,
         store=args.store,
+        with_prometheus=args.with_prometheus,
+        backfill=args.backfill,
     )
     return run(options)
 
@@ -243,6 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--data-dir", default="var/run", help="logs and working files (default var/run)")
     run.add_argument("--store", default=RUN_STORE, help=f"store URL (default {RUN_STORE})")
+    run.add_argument(
+        "--with-prometheus",
+        action="store_true",
+        help="also start a local Prometheus with ccpipe's alert rules (Debian package 'prometheus')",
+    )
+    run.add_argument(
+        "--backfill",
+        type=_non_negative_seconds,
+        default=0.0,
+        help="let the simulator send this many seconds of past traffic first (default 0)",
+    )
     run.set_defaults(handler=_run)
 
     worker = commands.add_parser(

@@ -32,6 +32,9 @@ ROLLING_GAUGES = (
     ("ccpipe_first_responses", "First responses (FRT samples) in the rolling window", "first_responses"),
     ("ccpipe_abandonment_ratio", "Rolling abandoned / (abandoned + first responses)", "abandonment_ratio"),
     ("ccpipe_fcr_ratio", "Rolling real-time first-contact resolution ratio", "fcr_ratio"),
+    # Sample counts behind the ratios, so dashboards can weight queues into a channel total.
+    ("ccpipe_resolutions", "Resolutions in the rolling window", "resolved"),
+    ("ccpipe_sentiment_samples", "Scored customer messages in the rolling window", "sentiment_samples"),
     ("ccpipe_sentiment_mean", "Rolling mean customer sentiment (-1..1)", "sentiment_mean"),
     (
         "ccpipe_sentiment_negative_ratio",

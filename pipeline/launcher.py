@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.broker import EmbeddedBroker, start_broker, wait_for_port
+from pipeline.monitoring import LocalPrometheus, start_prometheus
 from pipeline.processes import spawn_cli, stop_process
 from pipeline.settings import WorkerSettings
 from pipeline.store.backends import redact
@@ -37,6 +38,8 @@ class RunOptions:
     spike: str | None
     partitions: int
     store: str
+    with_prometheus: bool = False
+    backfill: float = 0.0
 
 
 @dataclass
@@ -68,6 +71,7 @@ def scrape_totals(url: str) -> tuple[float, float | None]:
 def run(options: RunOptions) -> int:
     options.data_dir.mkdir(parents=True, exist_ok=True)
     broker: EmbeddedBroker | None = None
+    prometheus: LocalPrometheus | None = None
     children: list[Child] = []
     try:
         if options.bootstrap is None:
@@ -85,29 +89,41 @@ def run(options: RunOptions) -> int:
         settings = WorkerSettings.from_env(env)
         ensure_topics(settings)
         children.append(_spawn("worker", ["worker"], env, options.data_dir))
-        simulate = ["simulate", "--rate", f"{options.rate:g}"]
-        if options.spike:
-            simulate += ["--spike", options.spike]
+        simulate = ["simulate", "--rate", f"{options.rate:g}", "--backfill", f"{options.backfill:g}"]
+        if options.spike:  # a minute from now, after any backfilled past
+            simulate += ["--spike", options.spike, "--spike-after", f"{options.backfill + 60:g}"]
         children.append(_spawn("simulator", simulate, env, options.data_dir))
         metrics = f"http://{settings.metrics_bind}:{options.metrics_port}/metrics"
-        _banner(broker, bootstrap, children, metrics, options)
+        if options.with_prometheus:
+            prometheus = start_prometheus([f"{settings.metrics_bind}:{options.metrics_port}"],
+                                          options.data_dir / "prometheus")  # fmt: skip
+        _banner(broker, bootstrap, children, metrics, options, prometheus=prometheus)
         wait_for_port(settings.metrics_bind, options.metrics_port, timeout=60)
         return _watch(children, metrics, options.duration)
     except KeyboardInterrupt:
         return 0
     finally:
         print("\nstopping ...", file=sys.stderr)
+        if prometheus is not None:
+            prometheus.stop()
         for child in reversed(children):
             stop_process(child.process)
         if broker is not None:
             broker.stop()
         stopped = [f"{c.name} (pid {c.process.pid})" for c in children]
         stopped += [f"broker (pid {broker.pid})"] if broker else []
+        stopped += [f"prometheus (pid {prometheus.process.pid})"] if prometheus else []
         print("stopped: " + ", ".join(stopped), file=sys.stderr)
 
 
 def _banner(
-    broker: EmbeddedBroker | None, bootstrap: str, children: list[Child], metrics: str, options: RunOptions
+    broker: EmbeddedBroker | None,
+    bootstrap: str,
+    children: list[Child],
+    metrics: str,
+    options: RunOptions,
+    *,
+    prometheus: LocalPrometheus | None,
 ) -> None:
     lines = ["ccpipe run: the pipeline is starting", ""]
     if broker is not None:
@@ -119,6 +135,11 @@ def _banner(
     lines += [
         f"  metrics    {metrics}",
         f"  store      {redact(options.store)} (ClickHouse tables and views)",
+        *(
+            [f"  prometheus {prometheus.url} (pid {prometheus.process.pid}); alerts: {prometheus.url}/alerts"]
+            if prometheus
+            else []
+        ),
         "",
         "Look at it:",
         f"  curl -s {metrics} | grep -E '^ccpipe_(frt_seconds|conversations_waiting)'",

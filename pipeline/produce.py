@@ -94,7 +94,8 @@ def live_events(simulation: SimulationSettings, duration: float | None, limit: i
     deadline = time.monotonic() + duration if duration else None
     events = Simulator(simulation).events()
     for event in itertools.islice(events, limit):
-        wait = event["timestamp"] - time.time()
+        due = event["timestamp"]
+        wait = due - time.time() if isinstance(due, float | int) else 0.0  # a broken event is sent at once
         if deadline is not None and time.monotonic() + max(wait, 0) > deadline:
             return
         if wait > 0:
