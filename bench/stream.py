@@ -1,10 +1,10 @@
-"""End-to-end throughput of one `ccpipe worker` process on a real (embedded) broker.
+"""End-to-end throughput of `ccpipe worker` processes on a real (embedded) broker.
 
-Pre-loads N simulated events into a fresh topic, starts one worker, and measures from the
-first processed event to the last (group-join time excluded), by polling the worker's
-/metrics. Checks the totals at the end.
+Starts N workers in one consumer group, lets the group settle, sends N simulated events, and
+measures from the first processed event to the last, by polling the workers' /metrics (their
+counters must add up to every event sent).
 
-Usage: python bench/stream.py [--events 100000] [--partitions 4]
+Usage: python bench/stream.py [--events 100000] [--partitions 6] [--workers 1]
 """
 
 from __future__ import annotations
@@ -48,37 +48,41 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes in one consumer group")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="ccpipe-bench-"))
     broker = start_broker(log_path=workdir / "broker.log")
-    port = free_port()
     env = dict(os.environ)
     env.update({
         "CCPIPE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
         "CCPIPE_PARTITIONS": str(args.partitions),
-        "CCPIPE_METRICS_PORT": str(port),
-        "CCPIPE_DATA_DIR": str(workdir),
         "CCPIPE_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
     })  # fmt: skip
-    worker = None
+    workers = []
     try:
         settings = WorkerSettings.from_env(env)
         ensure_topics(settings)
+        urls = []
+        for n in range(args.workers):
+            port = free_port()
+            worker_env = env | {"CCPIPE_METRICS_PORT": str(port), "CCPIPE_QUERY_PORT": str(free_port()),
+                                "CCPIPE_DATA_DIR": str(workdir / f"w{n}")}  # fmt: skip
+            workers.append(spawn_cli(["worker"], worker_env, workdir / f"worker{n}.log"))
+            urls.append(f"http://{LOOPBACK}:{port}/metrics")
+            wait_for_port(LOOPBACK, port, timeout=60)
+        time.sleep(15)  # let the group settle: every worker joined and assigned
         events = itertools.islice(
             Simulator(SimulationSettings(conversations=args.events // 8)).events(), args.events
         )
         loaded = send_lines(settings, (orjson.dumps(e) for e in events))
-        print(f"pre-loaded: {loaded}", flush=True)
-        worker = spawn_cli(["worker"], env, workdir / "worker.log")
-        url = f"http://{LOOPBACK}:{port}/metrics"
-        wait_for_port(LOOPBACK, port, timeout=60)
+        print(f"loaded: {loaded}", flush=True)
         deadline = time.monotonic() + TIMEOUT
         first_at = None
-        done = 0.0
+        done = first_count = 0.0
         while time.monotonic() < deadline:
-            done = processed(url)
+            done = sum(processed(url) for url in urls)
             now = time.monotonic()
             if done and first_at is None:
                 first_at, first_count = now, done
@@ -88,10 +92,11 @@ def main() -> None:
         assert first_at is not None and done >= args.events, f"processed {done} of {args.events}"
         seconds = time.monotonic() - first_at
         rate = (done - first_count) / seconds
-        print(f"one worker, {args.partitions} partitions: {done:.0f} events, {rate:,.0f} events/s end to end")
-        print(f"events={args.events} partitions={args.partitions} worker_eps={rate:.0f}")
+        setup = f"{args.workers} worker(s), {args.partitions} partitions"
+        print(f"{setup}: {done:.0f} events, {rate:,.0f} events/s end to end")
+        print(f"events={args.events} partitions={args.partitions} workers={args.workers} eps={rate:.0f}")
     finally:
-        if worker is not None:
+        for worker in workers:
             stop_process(worker, timeout=30)
         broker.stop()
 

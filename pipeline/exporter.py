@@ -48,7 +48,8 @@ QUANTILE_FIELDS = (("0.5", "frt_p50_seconds"), ("0.9", "frt_p90_seconds"), ("0.9
 
 
 class Views(Protocol):
-    newest_event_time: float | None
+    """The merged views of the keys this worker owns (pipeline/stream/partials.py)."""
+
     settings: EngineSettings
 
     def rolling(self) -> dict[str, dict[Key, dict[str, Any]]]: ...
@@ -56,10 +57,11 @@ class Views(Protocol):
 
 
 class ViewCollector(Collector):
-    """Rolling gauges, live queue state and lag, computed from the runtime at scrape time."""
+    """Rolling gauges, live queue state and lag, computed at scrape time."""
 
-    def __init__(self, views: Views) -> None:
+    def __init__(self, views: Views, newest_processed: Callable[[], float | None]) -> None:
         self.views = views
+        self.newest_processed = newest_processed
 
     def collect(self) -> Iterator[Metric]:
         rolling = self.views.rolling()
@@ -118,7 +120,7 @@ class ViewCollector(Collector):
         lag = GaugeMetricFamily(
             "ccpipe_processing_lag_seconds", "Wall clock minus the event time of the newest processed event"
         )
-        newest = self.views.newest_event_time
+        newest = self.newest_processed()
         lag.add_metric([], max(0.0, now - newest) if newest is not None else math.nan)
         yield lag
 
@@ -126,7 +128,12 @@ class ViewCollector(Collector):
 class Exporter:
     """The worker's metrics registry: counters from batches plus the scrape-time views."""
 
-    def __init__(self, views: Views, store_pending_rows: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        views: Views,
+        newest_processed: Callable[[], float | None],
+        store_pending_rows: Callable[[], int] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.events = Counter(
             "ccpipe_events", "Valid events processed", ["type", "channel"], registry=self.registry
@@ -149,7 +156,7 @@ class Exporter:
             "ccpipe_first_response_duration_seconds", "First response time of each conversation",
             ["channel", "queue"], buckets=FRT_BUCKETS, registry=self.registry,
         )  # fmt: skip
-        self.registry.register(ViewCollector(views))
+        self.registry.register(ViewCollector(views, newest_processed))
         self.store_rows = Counter(
             "ccpipe_store_rows_written",
             "Rows durably written to ClickHouse",

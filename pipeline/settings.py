@@ -170,6 +170,12 @@ WORKER_SETTINGS: tuple[Setting, ...] = (
         "engine checkpoints (this name and NAME.data)",
         _parse_text,
     ),
+    Setting(
+        "CCPIPE_PARTIALS_TOPIC",
+        "ccpipe.partials",
+        "per-partition window partials, merged by the worker owning each (channel, queue)",
+        _parse_text,
+    ),
     Setting("CCPIPE_PARTITIONS", "12", "partitions of the topics ccpipe creates", _parse_count),
     Setting(
         "CCPIPE_REPLICATION_FACTOR", "1", "replication factor of the topics ccpipe creates", _parse_count
@@ -280,6 +286,7 @@ class WorkerSettings:
     input_topic: str
     dlq_topic: str
     checkpoint_topic: str
+    partials_topic: str
     partitions: int
     replication_factor: int
     group_id: str

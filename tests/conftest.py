@@ -28,6 +28,7 @@ def topics() -> dict[str, str]:
         "CCPIPE_INPUT_TOPIC": f"interactions-{tag}",
         "CCPIPE_DLQ_TOPIC": f"interactions-{tag}.dlq",
         "CCPIPE_CHECKPOINT_TOPIC": f"checkpoints-{tag}",
+        "CCPIPE_PARTIALS_TOPIC": f"partials-{tag}",
         "CCPIPE_GROUP_ID": f"ccpipe-{tag}",
     }
 

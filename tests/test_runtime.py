@@ -13,6 +13,7 @@ from support import T0, agent_msg, event
 from pipeline.engine import Batch
 from pipeline.events import InvalidEvent
 from pipeline.settings import EngineSettings
+from pipeline.stream.partials import MergedViews
 from pipeline.stream.runtime import Message, PartitionEngine, Runtime, StoredInput
 
 
@@ -29,6 +30,7 @@ class Log:
         self.rekeyed: list[str] = []
         self.live_valid = 0
         self.persisted = 0
+        self.partials: list[tuple[bytes, bytes]] = []
 
     async def load(self, partition: int) -> PartitionEngine | None:
         return copy.deepcopy(self.saved)
@@ -57,6 +59,16 @@ class Log:
 
     async def flush(self, timeout: float) -> bool:
         return True
+
+    async def publish_partials(self, partials: list[tuple[bytes, bytes]]) -> None:
+        self.partials.extend(partials)
+
+    def merged(self) -> MergedViews:
+        """What the owner of every key sees, from the partials published so far."""
+        views = MergedViews(EngineSettings(), source="interactions")
+        for _, value in self.partials:
+            views.absorb(0, value)
+        return views
 
     def runtime(self, interval: float = 1e9) -> Runtime:
         return Runtime(
@@ -131,28 +143,43 @@ def test_invalid_events_are_dead_lettered_and_mis_keyed_ones_rekeyed() -> None:
     assert log.live_valid == 2
 
 
-def _exposition(runtime: Runtime) -> dict[Any, float]:
+def _exposition(log: Log, runtime: Runtime) -> dict[Any, float]:
     from prometheus_client import generate_latest
     from streaming import parse
 
     from pipeline.exporter import Exporter
 
-    return parse(generate_latest(Exporter(runtime).registry).decode())
+    exporter = Exporter(log.merged(), newest_processed=lambda: runtime.newest_event_time)
+    return parse(generate_latest(exporter.registry).decode())
 
 
-def test_series_of_partitions_that_moved_away_disappear() -> None:
+def test_series_of_keys_owned_elsewhere_disappear() -> None:
+    """A worker exports the keys of the partials partitions it owns, and no others."""
+    from prometheus_client import generate_latest
+    from streaming import parse
+
+    from pipeline.exporter import Exporter
+
     log = Log(BODIES)
     phone = [event(f"p{i}", "conversation_started", f"p{i}", 5 * i, channel="phone") for i in range(3)]
-    others = [Message("in", 1, offset, b"u1", orjson.dumps(body)) for offset, body in enumerate(phone)]
     runtime = log.runtime()
-    asyncio.run(runtime.handle(log.messages + others))
-    waiting = {labels for name, labels in _exposition(runtime) if name == "ccpipe_conversations_waiting"}
-    assert (("channel", "phone"), ("queue", "billing")) in waiting
-    runtime.revoke([0, 1])
-    runtime.assign([0])
-    names = [key for key in _exposition(runtime) if key[0] != "ccpipe_frt_target_seconds"]  # configuration
-    assert all(dict(labels).get("channel") != "phone" for _, labels in names)
-    assert any(dict(labels).get("channel") == "chat" for _, labels in names)
+    asyncio.run(runtime.handle(log.messages + [
+        Message("in", 1, offset, b"u1", orjson.dumps(body)) for offset, body in enumerate(phone)
+    ]))  # fmt: skip
+    views = MergedViews(EngineSettings(), source="interactions")
+    for key, value in log.partials:  # the phone key on partials partition 1, the rest on 0
+        views.absorb(1 if key.startswith(b"phone") else 0, value)
+    exporter = Exporter(views, newest_processed=lambda: runtime.newest_event_time)
+
+    def channels() -> set[str]:
+        samples = parse(generate_latest(exporter.registry).decode())
+        return {
+            dict(labels).get("channel", "") for name, labels in samples if name != "ccpipe_frt_target_seconds"
+        }
+
+    assert {"phone", "chat"} <= channels()
+    views.keep_only({0})  # partials partition 1 now belongs to another worker
+    assert "phone" not in channels() and "chat" in channels()
 
 
 def test_oldest_waiting_grows_between_scrapes_without_events() -> None:
@@ -164,7 +191,7 @@ def test_oldest_waiting_grows_between_scrapes_without_events() -> None:
     runtime = log.runtime()
     asyncio.run(runtime.handle(log.messages))
     key = ("ccpipe_oldest_waiting_seconds", (("channel", "chat"), ("queue", "billing")))
-    first = _exposition(runtime)[key]
+    first = _exposition(log, runtime)[key]
     time.sleep(1.1)
-    second = _exposition(runtime)[key]
+    second = _exposition(log, runtime)[key]
     assert 10 <= first < second and second - first >= 1.0

@@ -271,7 +271,7 @@ class Engine:
 
     def rolling(self, now: float) -> dict[str, dict[Key, dict[str, Any]]]:
         """The 5m/15m/1h rolling views at `now`, each an exact merge of tumbling windows."""
-        return rolling_views([self.windows], now)
+        return rolling_views(self.windows.all_windows(), now, self.settings.window_seconds)
 
     # --- time ------------------------------------------------------------------------------
 

@@ -2,10 +2,11 @@
 
 A window row is a record of accumulators (counts, sums and an FRT distribution) with three
 verbs: `apply` (add or retract one sample), `merge` (combine two windows exactly) and
-`result` (the contract §3 fields). Open windows keep their FRT samples exactly, so a sample
-can be retracted while the window is still open (out-of-order events within the allowed
-lateness move samples); a window that turns final is sealed into a mergeable DDSketch, which
-is what rolling 5m/15m/1h views and per-partition partials merge.
+`result` (the contract §3 fields). Windows keep their FRT samples exactly (a minute of first
+responses per key is a short list), so a sample can be retracted while the window is open
+(out-of-order events within the allowed lateness move samples), a final window's row is
+exact, and a window can travel to the worker that merges a key's partitions. Merges — the
+rolling 5m/15m/1h views, across partitions and workers — go through a DDSketch.
 """
 
 from __future__ import annotations
@@ -196,10 +197,24 @@ class WindowAggregate:
         self.frt.merge(other.frt)  # type: ignore[union-attr]
 
     def sealed(self) -> WindowAggregate:
-        """A copy whose FRT samples live in a sketch: what final windows keep for merging."""
+        """A copy whose FRT samples live in a sketch (smaller, mergeable, no retraction)."""
         copy = WindowAggregate(SketchSamples())
         copy.merge(self)
         return copy
+
+    def state(self) -> list[Any]:
+        """Counters and exact FRT samples, as plain JSON-able values (for per-partition partials)."""
+        assert isinstance(self.frt, ExactSamples)
+        return [*(getattr(self, name) for name in _COUNTERS), self.frt.values]
+
+    @classmethod
+    def from_state(cls, state: list[Any]) -> WindowAggregate:
+        aggregate = cls()
+        *counters, samples = state
+        for name, value in zip(_COUNTERS, counters, strict=True):
+            setattr(aggregate, name, value)
+        aggregate.frt.values = list(samples)  # type: ignore[union-attr]
+        return aggregate
 
     @property
     def activity(self) -> int:
@@ -317,14 +332,14 @@ class WindowStore:
         self.final_before = boundary
         rows: list[WindowRow] = []
         for start in sorted(s for s in self.open if s < boundary):
-            sealed: dict[Key, WindowAggregate] = {}
+            kept: dict[Key, WindowAggregate] = {}
             for key, aggregate in sorted(self.open.pop(start).items()):
                 self._changed.discard((start, key))
                 if aggregate.activity:
                     rows.append(self._row(start, key, aggregate, final=True))
-                    sealed[key] = aggregate.sealed()
-            if sealed:
-                self.final[start] = sealed
+                    kept[key] = aggregate
+            if kept:
+                self.final[start] = kept
         horizon = boundary - self.retention - self.width
         for start in [s for s in self.final if s < horizon]:
             del self.final[start]
@@ -340,27 +355,43 @@ class WindowStore:
         self._changed.clear()
         return rows
 
-    def windows_between(self, oldest: float, newest: float) -> Iterable[tuple[Key, WindowAggregate]]:
-        """Every (key, window) with a start in (oldest, newest], final or open."""
+    def windows_of(self, key: Key) -> list[tuple[float, WindowAggregate]]:
+        """(start, window) of one key, final and open, oldest first."""
+        found = [
+            (start, windows[key])
+            for group in (self.final, self.open)
+            for start, windows in group.items()
+            if key in windows
+        ]
+        return sorted(found, key=lambda item: item[0])
+
+    def keys(self) -> set[Key]:
+        return {key for group in (self.final, self.open) for windows in group.values() for key in windows}
+
+    def all_windows(self) -> Iterable[tuple[Key, float, WindowAggregate]]:
+        """Every (key, start, window) still held, final or open."""
         for group in (self.final, self.open):
             for start, windows in group.items():
-                if oldest < start <= newest:
-                    yield from windows.items()
+                for key, aggregate in windows.items():
+                    yield key, start, aggregate
 
     def _row(self, start: float, key: Key, aggregate: WindowAggregate, final: bool) -> WindowRow:
         return WindowRow(start, self.width, key[0], key[1], final, aggregate)
 
 
-def rolling_views(stores: Iterable[WindowStore], now: float) -> dict[str, dict[Key, dict[str, Any]]]:
-    """The 5m/15m/1h views at `now`: per key, the exact merge of the tumbling windows whose
-    start lies within the span, across every store given (one per partition)."""
-    stores = list(stores)
+def rolling_views(
+    windows: Iterable[tuple[Key, float, WindowAggregate]], now: float, width: float
+) -> dict[str, dict[Key, dict[str, Any]]]:
+    """The 5m/15m/1h views at `now`: per key, the exact merge of the tumbling windows (of
+    any number of partitions) whose start lies in (s - span, s], s being the start of the
+    window holding `now`."""
+    windows = list(windows)
+    newest = math.floor(now / width) * width
     views: dict[str, dict[Key, dict[str, Any]]] = {}
     for name, span in ROLLING_SPANS.items():
         merged: dict[Key, WindowAggregate] = {}
-        for store in stores:
-            newest = store.start_of(now)
-            for key, aggregate in store.windows_between(newest - span, newest):
+        for key, start, aggregate in windows:
+            if newest - span < start <= newest:
                 target = merged.get(key)
                 if target is None:
                     target = merged[key] = WindowAggregate(SketchSamples())

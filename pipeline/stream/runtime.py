@@ -19,18 +19,21 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 
 from pipeline.engine import Batch, Engine
-from pipeline.engine.windows import Key, rolling_views
+from pipeline.engine.windows import Key
 from pipeline.events import Event, InvalidEvent, decode_event
 from pipeline.settings import EngineSettings
+from pipeline.stream.partials import keys_of, partial_key, snapshot
 
 log = logging.getLogger("ccpipe.worker")
 
 REKEYED_HEADER = "ccpipe-rekeyed"
+PUBLISH_EVERY = 1.0
+REPUBLISH_EVERY = 10.0
 
 
 class CatchUpError(RuntimeError):
@@ -78,6 +81,9 @@ class Outputs(Protocol):
     async def flush(self, timeout: float) -> bool:
         """True once every row given so far is durably stored."""
 
+    async def publish_partials(self, partials: list[tuple[bytes, bytes]]) -> None:
+        """Send (key, snapshot) pairs to the partials topic (see pipeline/stream/partials.py)."""
+
 
 @dataclass(slots=True)
 class StoredInput:
@@ -109,8 +115,10 @@ class Runtime:
         save_checkpoint: Callable[[PartitionEngine], Awaitable[int]],
         read_range: Callable[[int, int, int], Awaitable[list[Message]]],
         checkpoint_interval: float,
+        source: str = "interactions",
     ) -> None:
         self.settings = settings
+        self.source = source  # the input topic, named in the partials it publishes
         self.outputs = outputs
         self._load_checkpoint = load_checkpoint
         self._save_checkpoint = save_checkpoint
@@ -120,11 +128,14 @@ class Runtime:
         # Partitions revoked in a rebalance still under way: kept in case they come back.
         self._suspended: set[int] = set()
         self._last_checkpoint: dict[int, float] = {}
+        self._checkpointed: dict[int, int] = {}  # partition -> offset of its last checkpoint
         self.stats = RuntimeStats()
-        # The event-time clock of rolling views: the newest event time, advancing with the
-        # wall clock while nothing newer arrives (so an idle pipeline's windows roll out).
+        # Keys whose partial changed since the partition last published, and when it did.
+        self._dirty: dict[int, set[Key]] = {}
+        self._published: dict[int, float] = {}
+        self._published_all: dict[int, float] = {}
+        # The newest event time this worker processed (for the processing lag).
         self.newest_event_time: float | None = None
-        self._newest_seen_at = 0.0
 
     # --- batches ---------------------------------------------------------------------------
 
@@ -140,6 +151,7 @@ class Runtime:
                 state = await self._recover(partition, batch[0].offset)
             await self._apply(state, batch, live=True)
             await self._maybe_checkpoint(state)
+            await self._maybe_publish(state)
 
     async def _apply(self, state: PartitionEngine, messages: list[Message], live: bool) -> None:
         items: list[Event | InvalidEvent] = []
@@ -169,10 +181,41 @@ class Runtime:
                     await self.outputs.dead_letter(message, bad)
         self.outputs.persist(state.partition, state.applied_offset, batch, stored)
         self.outputs.observe(batch, live)
+        dirty = self._dirty.setdefault(state.partition, set())
+        dirty.update((row.channel, row.queue) for row in batch.windows)
+        dirty.update((record["channel"], record["queue"]) for record in batch.conversations)
         newest = state.engine.newest
         if newest is not None and (self.newest_event_time is None or newest > self.newest_event_time):
             self.newest_event_time = newest
-            self._newest_seen_at = time.time()
+
+    # --- partials for the owners of each (channel, queue) ----------------------------------
+
+    async def _maybe_publish(self, state: PartitionEngine, force: bool = False) -> None:
+        """Publish the changed keys' partials at most once per PUBLISH_EVERY, and all of them
+        every REPUBLISH_EVERY (so a new owner of a key has it all within that time)."""
+        now = time.monotonic()
+        partition = state.partition
+        if not force and now - self._published.get(partition, 0.0) < PUBLISH_EVERY:
+            return
+        everything = force or now - self._published_all.get(partition, 0.0) >= REPUBLISH_EVERY
+        keys = keys_of(state.engine) if everything else self._dirty.get(partition, set())
+        self._dirty[partition] = set()
+        self._published[partition] = now
+        if everything:
+            self._published_all[partition] = now
+        if keys:
+            engine, offset = state.engine, state.applied_offset
+            await self.outputs.publish_partials(
+                [
+                    (partial_key(key), snapshot(self.source, partition, offset, engine, key))
+                    for key in sorted(keys)
+                ]
+            )
+
+    async def publish_all(self) -> None:
+        """Every partition's every key (on a timer, so owners stay complete while idle)."""
+        for state in list(self.partitions.values()):
+            await self._maybe_publish(state, force=True)
 
     # --- recovery --------------------------------------------------------------------------
 
@@ -216,6 +259,8 @@ class Runtime:
         for partition in self._suspended - assigned:
             self.partitions.pop(partition, None)
             self._last_checkpoint.pop(partition, None)
+            self._published.pop(partition, None)
+            self._published_all.pop(partition, None)
         self._suspended.clear()
 
     async def _maybe_checkpoint(self, state: PartitionEngine) -> None:
@@ -228,41 +273,24 @@ class Runtime:
         if not await self.outputs.flush(store_timeout):
             log.info("checkpoint of partition %d postponed: the store is behind", state.partition)
             return False
+        offset = state.applied_offset
         size = await self._save_checkpoint(state)
         self._last_checkpoint[state.partition] = time.monotonic()
+        self._checkpointed[state.partition] = offset
         self.stats.checkpoints += 1
         self.stats.checkpoint_bytes += size
         return True
 
+    async def checkpoint_due(self) -> None:
+        """Checkpoint partitions with unsaved progress whose interval has passed (on a timer,
+        so a partition that went quiet is saved too)."""
+        for state in list(self.partitions.values()):
+            if state.applied_offset > self._checkpointed.get(state.partition, -1):
+                await self._maybe_checkpoint(state)
+
     async def checkpoint_all(self) -> None:
         for state in list(self.partitions.values()):
             await self.checkpoint(state)
-
-    # --- views for the exporter ------------------------------------------------------------
-
-    def clock(self) -> float | None:
-        """Event-time `now` of rolling views (see `newest_event_time`)."""
-        if self.newest_event_time is None:
-            return None
-        return self.newest_event_time + max(0.0, time.time() - self._newest_seen_at)
-
-    def rolling(self) -> dict[str, dict[Key, dict[str, Any]]]:
-        """Rolling views merged exactly across this worker's partitions."""
-        now = self.clock()
-        if now is None:
-            return {}
-        return rolling_views([state.engine.windows for state in self.partitions.values()], now)
-
-    def waiting(self, now: float) -> dict[Key, tuple[int, float | None]]:
-        """Live queue state merged across partitions (now is the wall clock)."""
-        merged: dict[Key, list[float]] = {}
-        for state in self.partitions.values():
-            for key, starts in state.engine.waiting_by_key.items():
-                merged.setdefault(key, []).extend(starts.values())
-        return {
-            key: (len(starts), max(0.0, now - min(starts)) if starts else None)
-            for key, starts in merged.items()
-        }
 
 
 def _misrouted(message: Message, event: Event) -> bool:

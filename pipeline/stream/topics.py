@@ -21,12 +21,9 @@ def ensure_topics(settings: WorkerSettings) -> int:
         if settings.input_topic in existing:
             (described,) = admin.describe_topics([settings.input_topic])
             partitions = len(described["partitions"]) or partitions
-        wanted = [
-            settings.input_topic,
-            settings.dlq_topic,
-            settings.checkpoint_topic,
-            f"{settings.checkpoint_topic}.data",
-        ]
+        checkpoints = settings.checkpoint_topic
+        wanted = [settings.input_topic, settings.dlq_topic, checkpoints, f"{checkpoints}.data"]
+        wanted.append(settings.partials_topic)
         missing = [
             NewTopic(name, partitions, settings.replication_factor) for name in wanted if name not in existing
         ]

@@ -31,8 +31,10 @@ from pipeline.store.sink import StoreSink
 from pipeline.store.writer import StoreWriter
 from pipeline.stream.checkpoints import CheckpointStore, restore
 from pipeline.stream.kafka import aiokafka_options, faust_credentials
+from pipeline.stream.partials import MergedViews
 from pipeline.stream.runtime import (
     REKEYED_HEADER,
+    REPUBLISH_EVERY,
     Message,
     PartitionEngine,
     Runtime,
@@ -74,6 +76,8 @@ class Worker:
         )
         self.input = self.app.topic(settings.input_topic, value_serializer="raw", key_serializer="raw")
         self.dlq = self.app.topic(settings.dlq_topic, value_serializer="raw", key_serializer="raw")
+        self.partials = self.app.topic(settings.partials_topic, value_serializer="raw", key_serializer="raw")
+        self.views = MergedViews(settings.engine(), source=settings.input_topic)
         self.checkpoints = CheckpointStore(settings.checkpoint_topic, self.kafka)
         self.runtime = Runtime(
             settings.engine(),
@@ -82,9 +86,14 @@ class Worker:
             save_checkpoint=self._save_checkpoint,
             read_range=self._read_range,
             checkpoint_interval=settings.checkpoint_interval_seconds,
+            source=settings.input_topic,
         )
         self.backend = open_backend(settings.store())
-        self.exporter = Exporter(self.runtime, store_pending_rows=lambda: self.writer.pending_rows)
+        self.exporter = Exporter(
+            self.views,
+            newest_processed=lambda: self.runtime.newest_event_time,
+            store_pending_rows=lambda: self.writer.pending_rows,
+        )
         self.writer = StoreWriter(
             self.backend,
             batch_rows=settings.store_batch_rows,
@@ -95,6 +104,9 @@ class Worker:
         )
         self.sink = StoreSink(self.writer)
         self.app.agent(self.input, name="ccpipe.process")(self._process)
+        self.app.agent(self.partials, name="ccpipe.merge")(self._merge)
+        self.app.timer(REPUBLISH_EVERY)(self.runtime.publish_all)
+        self.app.timer(settings.checkpoint_interval_seconds)(self.runtime.checkpoint_due)
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.task(self._serve_http)
@@ -109,8 +121,16 @@ class Worker:
             await self.runtime.handle(_message(event.message) for event in events)
             yield None
 
+    async def _merge(self, stream: Any) -> AsyncIterator[None]:
+        """Owner side: absorb the partials of the (channel, queue) keys this worker owns."""
+        async for events in stream.take_events(1000, within=0.2):
+            for event in events:
+                self.views.absorb(event.message.partition, event.message.value)
+            yield None
+
     async def _on_assigned(self, sender: Any, assigned: set[Any], **_: Any) -> None:
         self.runtime.assign(tp.partition for tp in assigned if tp.topic == self.settings.input_topic)
+        self.views.keep_only({tp.partition for tp in assigned if tp.topic == self.settings.partials_topic})
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **_: Any) -> None:
         self.runtime.revoke(tp.partition for tp in revoked if tp.topic == self.settings.input_topic)
@@ -122,6 +142,10 @@ class Worker:
 
     async def rekey(self, message: Message, customer_id: str) -> None:
         await self.input.send(key=customer_id.encode(), value=message.value, headers=[(REKEYED_HEADER, b"1")])
+
+    async def publish_partials(self, partials: list[tuple[bytes, bytes]]) -> None:
+        for key, value in partials:
+            await self.partials.send(key=key, value=value)
 
     def observe(self, batch: Batch, live: bool) -> None:
         if live:

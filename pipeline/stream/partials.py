@@ -1,0 +1,129 @@
+"""Per-partition partials of each (channel, queue), merged by the worker that owns the key.
+
+An input partition's engine holds only its own customers, so a (channel, queue)'s windows
+are spread over every input partition, and so over every worker. Each worker publishes, for
+each of its partitions and each key, a snapshot of that key's windows (counters and exact FRT
+samples) and waiting state to the partials topic, keyed by the (channel, queue). The worker
+that owns the key's partials partition keeps the newest snapshot per source partition and
+exports the key's gauges: the exact merge of all of them. So every series has one exporter,
+and the numbers are the same whichever worker holds which input partition.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from pipeline.engine import Engine
+from pipeline.engine.windows import Key, WindowAggregate, rolling_views
+from pipeline.settings import EngineSettings
+
+SEPARATOR = "\x1f"
+
+
+def partial_key(key: Key) -> bytes:
+    return f"{key[0]}{SEPARATOR}{key[1]}".encode()
+
+
+def snapshot(source: str, partition: int, offset: int, engine: Engine, key: Key) -> bytes:
+    """One key's windows and waiting state in one partition of the `source` topic."""
+    starts = engine.waiting_by_key.get(key) or {}
+    return orjson.dumps(
+        {
+            "source": source,
+            "partition": partition,
+            "offset": offset,
+            "key": list(key),
+            "newest": engine.newest,
+            "windows": [[start, aggregate.state()] for start, aggregate in engine.windows.windows_of(key)],
+            "waiting": [len(starts), min(starts.values()) if starts else None],
+        }
+    )
+
+
+def keys_of(engine: Engine) -> set[Key]:
+    return engine.windows.keys() | set(engine.waiting_by_key)
+
+
+@dataclass(slots=True)
+class Partial:
+    source: int
+    offset: int
+    newest: float | None
+    windows: list[tuple[float, WindowAggregate]]
+    waiting: tuple[int, float | None]
+
+
+class MergedViews:
+    """The owner side: newest partial per (key, source partition), merged on demand."""
+
+    def __init__(self, settings: EngineSettings, source: str) -> None:
+        self.settings = settings
+        self.source = source  # partials of another input topic (a shared partials topic) are not ours
+        # partials partition -> key -> source partition -> newest partial
+        self._owned: dict[int, dict[Key, dict[int, Partial]]] = {}
+        self.newest_event_time: float | None = None
+        self._newest_seen_at = 0.0
+
+    def absorb(self, partials_partition: int, value: bytes) -> None:
+        body: dict[str, Any] = orjson.loads(value)
+        if body.get("source") != self.source:
+            return
+        key: Key = (body["key"][0], body["key"][1])
+        partial = Partial(
+            source=body["partition"],
+            offset=body["offset"],
+            newest=body["newest"],
+            windows=[(start, WindowAggregate.from_state(state)) for start, state in body["windows"]],
+            waiting=(body["waiting"][0], body["waiting"][1]),
+        )
+        sources = self._owned.setdefault(partials_partition, {}).setdefault(key, {})
+        known = sources.get(partial.source)
+        if known is None or partial.offset >= known.offset:
+            sources[partial.source] = partial
+        if partial.newest is not None and (
+            self.newest_event_time is None or partial.newest > self.newest_event_time
+        ):
+            self.newest_event_time = partial.newest
+            self._newest_seen_at = time.time()
+
+    def keep_only(self, partials_partitions: set[int]) -> None:
+        """After a rebalance: the keys of partitions now owned elsewhere leave this worker."""
+        for partition in list(self._owned):
+            if partition not in partials_partitions:
+                del self._owned[partition]
+
+    def _partials(self) -> list[tuple[Key, Partial]]:
+        return [(key, partial) for keys in self._owned.values() for key, sources in keys.items()
+                for partial in sources.values()]  # fmt: skip
+
+    def clock(self) -> float | None:
+        """Event-time now: the newest event time, advancing with the wall clock while idle."""
+        if self.newest_event_time is None:
+            return None
+        return self.newest_event_time + max(0.0, time.time() - self._newest_seen_at)
+
+    def rolling(self) -> dict[str, dict[Key, dict[str, Any]]]:
+        now = self.clock()
+        if now is None:
+            return {}
+        windows = (
+            (key, start, aggregate)
+            for key, partial in self._partials()
+            for start, aggregate in partial.windows
+        )
+        return rolling_views(windows, now, self.settings.window_seconds)
+
+    def waiting(self, now: float) -> dict[Key, tuple[int, float | None]]:
+        merged: dict[Key, tuple[int, float | None]] = {}
+        for key, partial in self._partials():
+            count, earliest = merged.get(key, (0, None))
+            part_count, part_earliest = partial.waiting
+            if part_earliest is not None and (earliest is None or part_earliest < earliest):
+                earliest = part_earliest
+            merged[key] = (count + part_count, earliest)
+        return {key: (count, max(0.0, now - earliest) if earliest is not None else None)
+                for key, (count, earliest) in merged.items()}  # fmt: skip
