@@ -9,7 +9,7 @@ TOOLS  := $(VENV)/.tools-stamp
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DEMO   := var/demo
 
-.PHONY: help install install-tools run demo-compute dashboards test lint format bench bench-engine clean
+.PHONY: help install install-tools run run-with-prometheus demo-compute dashboards test lint format bench bench-quick bench-engine clean
 
 help:
 	@echo "make run    - run the pipeline on embedded defaults and show where to look (RUN_ARGS='--spike chat')"
@@ -69,7 +69,12 @@ format: $(STAMP)
 test: $(STAMP) $(TOOLS) lint
 	$(BIN)/python -m pytest
 
-bench: bench-engine
+# Benchmarks: numbers, not tests (never part of `make test`).
+bench: bench-engine $(STAMP)
+	$(BIN)/python bench/run.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --quick
 
 bench-engine: $(STAMP)
 	$(BIN)/python bench/engine.py

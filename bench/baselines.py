@@ -1,0 +1,120 @@
+"""Baseline consumers for bench/run.py, each run as its own process on a pre-loaded topic.
+
+- `ceiling`: a bare aiokafka `getmany` loop + orjson + a dict count (a Python consumer's ceiling);
+- `floor`: a Faust app with `stream.take(2000)`, raw values, orjson, dict counts, no tables
+  (what Faust itself costs);
+- `naive`: the textbook Faust app: per-event `group_by(channel)` and a windowed table.
+
+Each prints `events=N seconds=S` (first to last event) and exits once it has seen N events.
+Usage: python bench/baselines.py KIND --bootstrap HOST:PORT --topic T --events N
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+
+import faust
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+
+def report(count: int, began: float | None) -> None:
+    seconds = time.monotonic() - (began or time.monotonic())
+    print(f"events={count} seconds={seconds:.3f}", flush=True)
+
+
+async def ceiling(bootstrap: str, topic: str, events: int) -> None:
+    group = f"ceiling-{uuid.uuid4().hex[:6]}"
+    options = {"group_id": group, "auto_offset_reset": "earliest", "enable_auto_commit": False}
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, **options)
+    await consumer.start()
+    counts: Counter[tuple[str, str]] = Counter()
+    seen, began = 0, None
+    try:
+        while seen < events:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for records in batches.values():
+                if began is None:
+                    began = time.monotonic()
+                for record in records:
+                    event = orjson.loads(record.value)
+                    counts[(event.get("type"), event.get("channel"))] += 1
+                seen += len(records)
+    finally:
+        await consumer.stop()
+    report(seen, began)
+
+
+def faust_app(kind: str, bootstrap: str, topic: str, events: int) -> None:
+    app = faust.App(f"{kind}-{uuid.uuid4().hex[:6]}", broker=f"kafka://{bootstrap}", store="memory://",
+                    web_enabled=False, consumer_auto_offset_reset="earliest", broker_session_timeout=6,
+                    broker_heartbeat_interval=0.6, broker_rebalance_timeout=6, topic_partitions=6,
+                    datadir=f"/tmp/faust-{kind}-{os.getpid()}")  # fmt: skip
+    state = {"seen": 0, "began": None}
+
+    def done(count: int) -> None:
+        state["seen"] += count
+        if state["began"] is None:
+            state["began"] = time.monotonic()
+        if state["seen"] >= events:
+            report(state["seen"], state["began"])
+            sys.stdout.flush()
+            os._exit(0)
+
+    if kind == "floor":
+        source = app.topic(topic, value_serializer="raw", key_serializer="raw")
+        counts: Counter[tuple[str, str]] = Counter()
+
+        @app.agent(source)
+        async def floor(stream):  # type: ignore[no-untyped-def]
+            async for values in stream.take(2000, within=0.5):
+                for value in values:
+                    event = orjson.loads(value)
+                    counts[(event.get("type"), event.get("channel"))] += 1
+                done(len(values))
+
+    else:
+
+        class Interaction(faust.Record, serializer="json"):
+            event_id: str
+            type: str
+            channel: str
+
+        source = app.topic(topic, value_type=Interaction, key_serializer="raw")
+        by_channel = app.topic(
+            f"{topic}-by-channel-{uuid.uuid4().hex[:6]}", value_type=Interaction, partitions=6
+        )
+        table = app.Table("per_channel", default=int, partitions=6).tumbling(60, expires=3600)
+
+        @app.agent(source)
+        async def naive(stream):  # type: ignore[no-untyped-def]
+            async for event in stream.group_by(Interaction.channel, topic=by_channel):
+                table[event.channel] += 1
+                done(1)
+
+    faust.Worker(app, loglevel="ERROR", quiet=True).execute_from_commandline()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("kind", choices=("ceiling", "floor", "naive"))
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--events", type=int, required=True)
+    args = parser.parse_args()
+    if args.kind == "ceiling":
+        asyncio.run(ceiling(args.bootstrap, args.topic, args.events))
+    else:
+        faust_app(args.kind, args.bootstrap, args.topic, args.events)
+
+
+if __name__ == "__main__":
+    main()
