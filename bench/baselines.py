@@ -98,7 +98,8 @@ def faust_app(kind: str, bootstrap: str, topic: str, events: int) -> None:
                 table[event.channel] += 1
                 done(1)
 
-    faust.Worker(app, loglevel="ERROR", quiet=True).execute_from_commandline()
+    level = os.environ.get("BENCH_LOG_LEVEL", "ERROR")
+    faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
 def main() -> None:

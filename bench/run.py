@@ -21,6 +21,7 @@ import argparse
 import itertools
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -60,11 +61,10 @@ def baseline(kind: str, bootstrap: str, topic: str, events: int) -> float:
     command = [sys.executable, str(script), kind, "--bootstrap", bootstrap, "--topic", topic]
     command += ["--events", str(events)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=BASELINE_TIMEOUT, check=False)
-    line = next((line for line in result.stdout.splitlines() if line.startswith("events=")), None)
-    if line is None:
+    found = re.search(r"events=(\d+) seconds=([\d.]+)", result.stdout)  # Faust may print a spinner first
+    if found is None:
         raise RuntimeError(f"{kind} baseline failed: {result.stderr[-2000:]}")
-    fields = dict(part.split("=") for part in line.split())
-    return int(fields["events"]) / float(fields["seconds"])
+    return int(found.group(1)) / float(found.group(2))
 
 
 def main() -> None:
