@@ -144,7 +144,9 @@ def test_merged_windows_equal_the_union(parts: list[list[float]]) -> None:
         windows.append(window)
     merged = WindowAggregate(SketchSamples())
     for window in windows[: len(windows) // 2]:
-        merged.merge(window.sealed())  # sealed (final) windows
+        sketched = WindowAggregate(SketchSamples())  # a merge of merges: sketch into sketch
+        sketched.merge(window)
+        merged.merge(sketched)
     for window in windows[len(windows) // 2 :]:
         merged.merge(window)  # open windows
     union = [v for values in parts for v in values]

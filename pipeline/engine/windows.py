@@ -196,12 +196,6 @@ class WindowAggregate:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.frt.merge(other.frt)  # type: ignore[union-attr]
 
-    def sealed(self) -> WindowAggregate:
-        """A copy whose FRT samples live in a sketch (smaller, mergeable, no retraction)."""
-        copy = WindowAggregate(SketchSamples())
-        copy.merge(self)
-        return copy
-
     def state(self) -> list[Any]:
         """Counters and exact FRT samples, as plain JSON-able values (for per-partition partials)."""
         assert isinstance(self.frt, ExactSamples)
