@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pipeline.engine import Batch
@@ -125,6 +125,25 @@ class ViewCollector(Collector):
         yield lag
 
 
+class RecoveryCollector(Collector):
+    """What the worker did to stay exact: recoveries, catch-up, checkpoints, re-keying."""
+
+    def __init__(self, stats: Callable[[], Any]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats()
+        for name, text, value in (
+            ("ccpipe_partition_recoveries", "Input partitions recovered (checkpoint + catch-up)",
+             sum(stats.recoveries.values())),
+            ("ccpipe_caught_up_messages", "Messages re-read from Kafka during recoveries", stats.caught_up),
+            ("ccpipe_checkpoints", "Engine checkpoints written", stats.checkpoints),
+            ("ccpipe_checkpoint_bytes", "Compressed bytes of checkpoints written", stats.checkpoint_bytes),
+            ("ccpipe_events_rekeyed", "Events sent back to the input topic keyed by customer", stats.rekeyed),
+        ):  # fmt: skip
+            yield CounterMetricFamily(name, text, value=value)
+
+
 class Exporter:
     """The worker's metrics registry: counters from batches plus the scrape-time views."""
 
@@ -133,6 +152,7 @@ class Exporter:
         views: Views,
         newest_processed: Callable[[], float | None],
         store_pending_rows: Callable[[], int] | None = None,
+        runtime_stats: Callable[[], Any] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.events = Counter(
@@ -166,6 +186,8 @@ class Exporter:
         self.store_errors = Counter(
             "ccpipe_store_write_errors", "Failed ClickHouse write attempts", registry=self.registry
         )
+        if runtime_stats is not None:
+            self.registry.register(RecoveryCollector(runtime_stats))
         if store_pending_rows is not None:
             buffer = Gauge(
                 "ccpipe_store_buffer_rows", "Rows waiting to be written to ClickHouse", registry=self.registry

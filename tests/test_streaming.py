@@ -89,6 +89,7 @@ def test_gauges_equal_compute_across_a_sigkill_and_restart(
     try:
         wait_until(gauges_match(restarted, lines + INVALID), timeout=150, what="gauges after the restart")
         samples = restarted.scrape()
+        assert samples[("ccpipe_partition_recoveries_total", ())] >= 1
         # While the worker holds the chDB files, `ccpipe sql` asks it over loopback.
         wait_until(lambda: sql_problems(restarted, "SELECT count() AS n FROM interactions_dedup", str(unique)),
                    timeout=30, what="events in the store")  # fmt: skip
@@ -154,5 +155,6 @@ def test_events_keyed_by_something_else_are_rekeyed_once(
     worker = WorkerProcess(broker.bootstrap, workdir, **topics).start()
     try:
         wait_until(gauges_match(worker, lines), timeout=120, what="gauges of re-keyed events")
+        assert worker.scrape()[("ccpipe_events_rekeyed_total", ())] > 0
     finally:
         worker.stop()

@@ -93,6 +93,7 @@ class Worker:
             self.views,
             newest_processed=lambda: self.runtime.newest_event_time,
             store_pending_rows=lambda: self.writer.pending_rows,
+            runtime_stats=lambda: self.runtime.stats,
         )
         self.writer = StoreWriter(
             self.backend,
