@@ -147,15 +147,12 @@ def _default_store() -> str:
 
 
 def _sql(args: argparse.Namespace) -> int:
-    from pipeline.store.query import QueryError, render, run_query  # noqa: PLC0415
+    from pipeline.store.query import render, run_query  # noqa: PLC0415
 
     port = int(os.environ.get("CCPIPE_QUERY_PORT", "9465"))
     try:
         result = run_query(args.store or _default_store(), args.query, port)
-    except (QueryError, ValueError) as exc:
-        print(f"ccpipe sql: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # ClickHouse's own error about the query
+    except Exception as exc:  # QueryError, a malformed statement, or ClickHouse's own error
         print(f"ccpipe sql: {exc}", file=sys.stderr)
         return 1
     sys.stdout.write(render(result, args.format))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -39,8 +40,9 @@ class Log:
         self.saved = copy.deepcopy(state)
         return 1
 
-    async def read(self, partition: int, start: int, end: int) -> list[Message]:
-        return self.messages[start:end][:3]  # small pages, like a real fetch
+    async def read(self, partition: int, start: int, end: int) -> AsyncIterator[list[Message]]:
+        for page in range(start, end, 3):  # small pages, like real fetches
+            yield self.messages[page : min(page + 3, end)]
 
     async def dead_letter(self, message: Message, invalid: InvalidEvent) -> None:
         self.dead.append(invalid.reason)

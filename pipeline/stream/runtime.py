@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -95,7 +95,6 @@ class StoredInput:
 
 @dataclass
 class RuntimeStats:
-    messages: int = 0
     rekeyed: int = 0
     caught_up: int = 0
     checkpoints: int = 0
@@ -113,7 +112,7 @@ class Runtime:
         outputs: Outputs,
         load_checkpoint: Callable[[int], Awaitable[PartitionEngine | None]],
         save_checkpoint: Callable[[PartitionEngine], Awaitable[int]],
-        read_range: Callable[[int, int, int], Awaitable[list[Message]]],
+        read_range: Callable[[int, int, int], AsyncIterator[list[Message]]],
         checkpoint_interval: float,
         source: str = "interactions",
     ) -> None:
@@ -160,7 +159,6 @@ class Runtime:
             if message.offset <= state.applied_offset:
                 continue
             state.applied_offset = message.offset
-            self.stats.messages += live
             origin = f"{message.topic}[{message.partition}]@{message.offset}"
             item = decode_event(message.value, origin)
             if isinstance(item, Event) and _misrouted(message, item):
@@ -228,17 +226,17 @@ class Runtime:
         checkpoint_offset = state.applied_offset
         missing = first_offset - checkpoint_offset - 1
         offset = state.applied_offset + 1
-        while offset < first_offset:
-            records = await self._read_range(partition, offset, first_offset)
-            if not records:
-                # Refuse to go on with a gap: the worker restarts and tries again.
-                raise CatchUpError(
-                    f"catch-up of partition {partition} read nothing at offset {offset}, "
-                    f"needs everything up to {first_offset}"
-                )
-            await self._apply(state, records, live=False)
-            self.stats.caught_up += len(records)
-            offset = records[-1].offset + 1
+        if offset < first_offset:
+            async for records in self._read_range(partition, offset, first_offset):
+                await self._apply(state, records, live=False)
+                self.stats.caught_up += len(records)
+                offset = records[-1].offset + 1
+        if offset < first_offset:
+            # Refuse to go on with a gap: the worker restarts and tries again.
+            raise CatchUpError(
+                f"catch-up of partition {partition} read nothing at offset {offset}, "
+                f"needs everything up to {first_offset}"
+            )
         self.partitions[partition] = state
         self._last_checkpoint[partition] = time.monotonic()
         self.stats.recoveries[partition] += 1

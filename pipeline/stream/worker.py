@@ -181,16 +181,23 @@ class Worker:
         await self._ensure_checkpoints()
         return await self.checkpoints.save(state.partition, state.applied_offset, state)
 
-    async def _read_range(self, partition: int, start: int, end: int) -> list[Message]:
-        """Input messages with offsets in [start, end) of one partition (for catch-up)."""
+    async def _read_range(self, partition: int, start: int, end: int) -> AsyncIterator[list[Message]]:
+        """Pages of input messages with offsets in [start, end) of one partition (for catch-up),
+        through one consumer; stops early when a fetch stays empty for 5 s."""
         tp = TopicPartition(self.settings.input_topic, partition)
         consumer = AIOKafkaConsumer(**self.kafka, enable_auto_commit=False, group_id=None)
         await consumer.start()
         try:
             consumer.assign([tp])
             consumer.seek(tp, start)
-            records = (await consumer.getmany(tp, timeout_ms=5000, max_records=10_000)).get(tp, [])
-            return [_message(r) for r in records if r.offset < end]
+            while True:
+                records = (await consumer.getmany(tp, timeout_ms=5000, max_records=10_000)).get(tp, [])
+                page = [_message(r) for r in records if r.offset < end]
+                if not page:
+                    return
+                yield page
+                if page[-1].offset >= end - 1:
+                    return
         finally:
             await consumer.stop()
 
