@@ -11,7 +11,7 @@ about 30% customer messages with text, most texts unique so VADER really runs):
 - memory: RSS growth for N open conversations (started + a customer message each, so each
   also holds two remembered event ids), divided by N.
 
-Usage: python bench/engine.py [--events 300000] [--open 100000]
+Usage: python bench/engine.py [--events 300000] [--open 100000] [--memory-only]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import gc
 import itertools
 import os
 import platform
+import resource
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -105,7 +106,13 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--open", type=int, default=100_000, help="open conversations for the memory figure")
+    parser.add_argument("--memory-only", action="store_true", help="memory figures only")
     args = parser.parse_args()
+    if args.memory_only:
+        per_conversation = memory_per_open_conversation(args.open)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(f"open={args.open} bytes_per_open_conversation={per_conversation:.0f} peak_rss_bytes={peak}")
+        return
 
     lines = generate(args.events)
     texts = sum(b'"author":"customer"' in line and b'"text"' in line for line in lines)

@@ -1,24 +1,24 @@
-"""End-to-end throughput of ccpipe against its baselines, side by side in one run.
+"""End-to-end figures of ccpipe against its baselines, side by side in one run.
 
 On one embedded broker, with the same simulated events (all types, about 30% customer messages
-with text, most texts unique):
+with text, most texts unique), each consumer reading them from a pre-loaded topic:
 
 - ceiling: bare aiokafka getmany + orjson + dict counts;
 - faust floor: Faust `take(2000)`, raw values, orjson, dict counts, no tables;
 - naive Faust: per-event group_by(channel) + a windowed table (on fewer events: it is slow);
 - ccpipe, one worker process (worker_eps) and one per core (machine_eps), including validation,
   engine, sentiment, ClickHouse writes (chDB), checkpoints, partials and gauges; every event
-  accounted for in the workers' counters.
+  accounted for in the workers' counters and every valid event's row written.
 
-The baselines read a pre-loaded topic; ccpipe's workers are measured while the producer sends
-(so their figures are conservative). Usage: python bench/run.py [--quick]; the last line
-holds the figures.
+The full run (without --quick) adds: latency produce→gauge and produce→row at half of one
+worker's rate, peak RSS with 100k and 1M open conversations, and the CPU shares of one worker
+(py-spy), and prints them as a Markdown table. Usage: python bench/run.py [--quick]; the last
+line holds the throughput figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import platform
 import re
@@ -27,38 +27,34 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-from stream import measure
+from cpu import Profiler
+from stream import Latency, Workers, latency, simulated_lines, throughput
 
 from pipeline.broker import start_broker
 from pipeline.produce import send_lines
 from pipeline.settings import WorkerSettings
-from pipeline.simulate import SimulationSettings, Simulator
 from pipeline.stream.topics import ensure_topics
 
 BASELINE_TIMEOUT = 600.0
+HERE = Path(__file__).parent
 
 
-def preload(bootstrap: str, events: int, partitions: int) -> str:
+def preload(bootstrap: str, lines: list[bytes], partitions: int) -> str:
     topic = f"baseline-{uuid.uuid4().hex[:6]}"
-    env = {
-        "CCPIPE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "CCPIPE_INPUT_TOPIC": topic,
-        "CCPIPE_PARTITIONS": str(partitions),
-    }
+    env = {"CCPIPE_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "CCPIPE_INPUT_TOPIC": topic,
+           "CCPIPE_PARTITIONS": str(partitions)}  # fmt: skip
     settings = WorkerSettings.from_env(env)
     ensure_topics(settings)
-    simulator = Simulator(SimulationSettings(conversations=events // 8))
-    send_lines(settings, (orjson.dumps(e) for e in itertools.islice(simulator.events(), events)))
+    send_lines(settings, lines)
     return topic
 
 
 def baseline(kind: str, bootstrap: str, topic: str, events: int) -> float:
     """Events/s of one baseline consumer process (first to last event)."""
-    script = Path(__file__).parent / "baselines.py"
-    command = [sys.executable, str(script), kind, "--bootstrap", bootstrap, "--topic", topic]
+    command = [sys.executable, str(HERE / "baselines.py"), kind, "--bootstrap", bootstrap, "--topic", topic]
     command += ["--events", str(events)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=BASELINE_TIMEOUT, check=False)
     found = re.search(r"events=(\d+) seconds=([\d.]+)", result.stdout)  # Faust may print a spinner first
@@ -67,11 +63,86 @@ def baseline(kind: str, bootstrap: str, topic: str, events: int) -> float:
     return int(found.group(1)) / float(found.group(2))
 
 
+def memory(open_conversations: int) -> tuple[float, int]:
+    """(bytes per open conversation, peak RSS in bytes) of an engine holding that many, measured
+    in a fresh process."""
+    command = [sys.executable, str(HERE / "engine.py"), "--memory-only", "--open", str(open_conversations)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=BASELINE_TIMEOUT, check=True)
+    output = done.stdout
+    found = re.search(r"bytes_per_open_conversation=(\d+) peak_rss_bytes=(\d+)", output)
+    assert found is not None, output
+    return float(found.group(1)), int(found.group(2))
+
+
+def profiled(bootstrap: str, partitions: int, lines: list[bytes], workdir: Path) -> dict[str, float]:
+    """CPU shares of one worker processing `lines`, sampled from first to last event."""
+    workers = Workers(bootstrap, 1, partitions, workdir)
+    profilers: list[Profiler] = []
+
+    def attach() -> None:
+        profilers.append(Profiler(workers.processes[0].pid, workdir / "worker.pyspy"))
+
+    try:
+        throughput(workers, lines, on_start=attach)
+    finally:
+        found = [profiler.stop() for profiler in profilers]
+    return found[0]
+
+
+@dataclass
+class Figures:
+    setup: str
+    workers: int
+    ceiling: float
+    floor: float
+    naive: float
+    worker: float
+    machine: float
+    delays: Latency | None = None
+    rss: dict[int, tuple[float, int]] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def line(self) -> str:
+        return (
+            f"workers={self.workers} worker_eps={self.worker:.0f} machine_eps={self.machine:.0f} "
+            f"faust_floor_eps={self.floor:.0f} naive_faust_eps={self.naive:.0f} "
+            f"ceiling_eps={self.ceiling:.0f} speedup_vs_naive_faust={self.machine / self.naive:.1f} "
+            f"floor_ratio={self.worker / self.floor:.2f} ceiling_ratio={self.worker / self.ceiling:.3f}"
+        )
+
+    def markdown(self) -> str:
+        rows = [
+            ("aiokafka getmany + orjson (ceiling)", f"{self.ceiling:,.0f} events/s"),
+            ("Faust floor: take(2000), no state", f"{self.floor:,.0f} events/s"),
+            ("textbook Faust: group_by + windowed table", f"{self.naive:,.0f} events/s"),
+            ("ccpipe, 1 worker (`worker_eps`)",
+             f"{self.worker:,.0f} events/s = {self.worker / self.floor:.2f} x Faust floor"),
+            (f"ccpipe, {self.workers} workers (`machine_eps`)",
+             f"{self.machine:,.0f} events/s = {self.machine / self.naive:.1f} x textbook Faust"),
+        ]  # fmt: skip
+        if self.delays is not None:
+            d = self.delays
+            rows += [
+                (f"produce → gauge at {d.rate:,.0f} events/s, p50 / p99",
+                 f"{d.gauge_p50:.2f} s / {d.gauge_p99:.2f} s ({d.probes} probes)"),
+                ("produce → row queryable, p50 / p99", f"{d.row_p50:.2f} s / {d.row_p99:.2f} s"),
+            ]  # fmt: skip
+        for count, (per_conversation, peak) in self.rss.items():
+            each = f"{per_conversation / 1024:.2f} KiB each, peak RSS {peak / 2**20:,.0f} MiB"
+            rows.append((f"{count:,} open conversations (engine)", each))
+        if self.cpu:
+            ranked = sorted(self.cpu.items(), key=lambda item: -item[1])
+            shares = ", ".join(f"{part} {share:.0%}" for part, share in ranked)
+            rows.append(("CPU of one worker (py-spy)", shares))
+        lines = ["| figure | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
+        return f"{self.setup}\n\n" + "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="fewer events: under about a minute and a half")
+    parser.add_argument("--quick", action="store_true", help="throughput only, fewer events: under a minute")
     parser.add_argument("--partitions", type=int, default=6)
     args = parser.parse_args()
     events = 30_000 if args.quick else 200_000
@@ -79,24 +150,33 @@ def main() -> None:
     cores = os.cpu_count() or 1
     workdir = Path(tempfile.mkdtemp(prefix="ccpipe-run-"))
     began = time.monotonic()
+    lines = simulated_lines(events)
+    setup = (f"{platform.machine()}, {cores} cores, Python {platform.python_version()}; {events:,} events "
+             f"({naive_events:,} for textbook Faust), {args.partitions} partitions")  # fmt: skip
     broker = start_broker(log_path=workdir / "broker.log")
     try:
-        topic = preload(broker.bootstrap, events, args.partitions)
-        ceiling = baseline("ceiling", broker.bootstrap, topic, events)
-        floor = baseline("floor", broker.bootstrap, topic, events)
-        naive = baseline("naive", broker.bootstrap, topic, naive_events)
-        worker = measure(broker.bootstrap, 1, args.partitions, events, workdir)
-        machine = measure(broker.bootstrap, cores, args.partitions, events, workdir) if cores > 1 else worker
+        bootstrap = broker.bootstrap
+        topic = preload(bootstrap, lines, args.partitions)
+        ceiling = baseline("ceiling", bootstrap, topic, events)
+        floor = baseline("floor", bootstrap, topic, events)
+        naive = baseline("naive", bootstrap, topic, naive_events)
+        worker = throughput(Workers(bootstrap, 1, args.partitions, workdir), lines)
+        machine = worker
+        if cores > 1:
+            machine = throughput(Workers(bootstrap, cores, args.partitions, workdir), lines)
+        figures = Figures(setup, cores, ceiling, floor, naive, worker, machine)
+        if not args.quick:
+            with Workers(bootstrap, 1, args.partitions, workdir) as workers:
+                workers.wait_for_assignment()
+                figures.delays = latency(workers, rate=worker / 2, seconds=60)
+            figures.cpu = profiled(bootstrap, args.partitions, lines, workdir)
     finally:
         broker.stop()
-    print(f"machine: {platform.machine()}, {cores} cores, Python {platform.python_version()}; "
-          f"{events} events ({naive_events} for naive Faust), {args.partitions} partitions, "
-          f"{time.monotonic() - began:.0f} s in all", file=sys.stderr)  # fmt: skip
-    print(
-        f"workers={cores} worker_eps={worker:.0f} machine_eps={machine:.0f} faust_floor_eps={floor:.0f} "
-        f"naive_faust_eps={naive:.0f} ceiling_eps={ceiling:.0f} speedup_vs_naive_faust={machine / naive:.1f} "
-        f"floor_ratio={worker / floor:.2f} ceiling_ratio={worker / ceiling:.3f}"
-    )
+    if not args.quick:
+        figures.rss = {count: memory(count) for count in (100_000, 1_000_000)}
+        print(figures.markdown())
+    print(f"{setup}; {time.monotonic() - began:.0f} s in all", file=sys.stderr)
+    print(figures.line())
 
 
 if __name__ == "__main__":

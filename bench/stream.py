@@ -1,8 +1,14 @@
-"""End-to-end throughput of `ccpipe worker` processes on a real (embedded) broker.
+"""`ccpipe worker` processes on a real (embedded) broker: throughput and latency.
 
-Starts N workers in one consumer group, lets the group settle, sends N simulated events, and
-measures from the first processed event to the last, by polling the workers' /metrics (their
-counters must add up to every event sent).
+Throughput: the events are pre-loaded into a fresh topic, then N workers start in one consumer
+group and read it, like the baselines do. The rate runs from the first processed event to the
+moment every event is accounted for in the workers' counters and every valid event's row is
+written to ClickHouse (chDB); a rebalance during the run voids it.
+
+Latency: one worker under simulated live traffic at a fixed rate, with a probe conversation
+started every 100 ms in queue `latency-probe`; the time from handing a probe to the producer
+until the worker's /metrics shows it (`ccpipe_conversations_waiting`) and until a query on
+ClickHouse finds its row.
 
 Usage: python bench/stream.py [--events 100000] [--partitions 6] [--workers 1]
 """
@@ -10,84 +16,243 @@ Usage: python bench/stream.py [--events 100000] [--partitions 6] [--workers 1]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
+import statistics
+import subprocess
 import tempfile
+import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 import orjson
 
 from pipeline.broker import LOOPBACK, free_port, start_broker, wait_for_port
 from pipeline.processes import spawn_cli, stop_process
-from pipeline.produce import send_lines
+from pipeline.produce import live_events, live_simulation, send_lines
 from pipeline.settings import WorkerSettings
 from pipeline.simulate import SimulationSettings, Simulator
+from pipeline.store.query import run_query
 from pipeline.stream.topics import ensure_topics
 
-POLL = 0.2
+POLL = 0.05
 TIMEOUT = 600.0
+PROBE_QUEUE = "latency-probe"
+PROBE_EVERY = 0.1
+INTERACTION_ROWS = 'ccpipe_store_rows_written_total{table="interactions"}'
+PROCESSED = ("ccpipe_events_total", "ccpipe_events_invalid_total", "ccpipe_events_duplicate_total")
+COUNTERS = (*PROCESSED, "ccpipe_store_rows_written_total")
 
 
-def processed(url: str) -> float:
-    """Events the worker has accounted for: valid, invalid and duplicates."""
+def simulated_lines(count: int) -> list[bytes]:
+    """`count` simulated events: all types, about 30% customer messages with text."""
+    events = Simulator(SimulationSettings(conversations=count // 8)).events()
+    return [orjson.dumps(e) for e in itertools.islice(events, count)]
+
+
+def scrape(url: str, names: tuple[str, ...] = ()) -> dict[str, float]:
+    """A worker's /metrics (only the `names` series, if given) as {series: value}, the series
+    written as in the exposition."""
+    if names:
+        url += "?" + urllib.parse.urlencode([("name[]", name) for name in names])
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
-    total = 0.0
+    values = {}
     for line in text.splitlines():
-        if line.startswith(
-            ("ccpipe_events_total{", "ccpipe_events_invalid_total{", "ccpipe_events_duplicate_total ")
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            values[series] = float(value)
+    return values
 
 
-def measure(bootstrap: str, workers: int, partitions: int, events: int, workdir: Path) -> float:
-    """Events/s of `workers` ccpipe workers on a fresh topic, first to last event processed."""
-    tag = uuid.uuid4().hex[:6]
-    env = dict(os.environ)
-    env.update({
-        "CCPIPE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "CCPIPE_PARTITIONS": str(partitions),
-        "CCPIPE_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
-        "CCPIPE_INPUT_TOPIC": f"bench-{tag}",
-        "CCPIPE_DLQ_TOPIC": f"bench-{tag}.dlq",
-        "CCPIPE_CHECKPOINT_TOPIC": f"bench-{tag}.checkpoints",
-        "CCPIPE_PARTIALS_TOPIC": f"bench-{tag}.partials",
-        "CCPIPE_GROUP_ID": f"bench-{tag}",
-    })  # fmt: skip
-    processes = []
-    try:
-        settings = WorkerSettings.from_env(env)
-        ensure_topics(settings)
-        urls = []
-        for n in range(workers):
-            port = free_port()
-            worker_env = env | {"CCPIPE_METRICS_PORT": str(port), "CCPIPE_QUERY_PORT": str(free_port()),
-                                "CCPIPE_DATA_DIR": str(workdir / f"{tag}-w{n}")}  # fmt: skip
-            processes.append(spawn_cli(["worker"], worker_env, workdir / f"{tag}-worker{n}.log"))
-            urls.append(f"http://{LOOPBACK}:{port}/metrics")
-            wait_for_port(LOOPBACK, port, timeout=60)
-        time.sleep(15)  # let the group settle: every worker joined and assigned
-        simulator = Simulator(SimulationSettings(conversations=events // 8))
-        send_lines(settings, (orjson.dumps(e) for e in itertools.islice(simulator.events(), events)))
+def total(values: dict[str, float], prefixes: tuple[str, ...]) -> float:
+    return sum(value for series, value in values.items() if series.startswith(prefixes))
+
+
+class Workers:
+    """`count` ccpipe workers in one consumer group, on topics of their own."""
+
+    def __init__(self, bootstrap: str, count: int, partitions: int, workdir: Path) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.env = dict(os.environ) | {
+            "CCPIPE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "CCPIPE_PARTITIONS": str(partitions),
+            "CCPIPE_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
+            "CCPIPE_INPUT_TOPIC": f"bench-{tag}",
+            "CCPIPE_DLQ_TOPIC": f"bench-{tag}.dlq",
+            "CCPIPE_CHECKPOINT_TOPIC": f"bench-{tag}.checkpoints",
+            "CCPIPE_PARTIALS_TOPIC": f"bench-{tag}.partials",
+            "CCPIPE_GROUP_ID": f"bench-{tag}",
+            "CCPIPE_LOG_LEVEL": "WARNING",
+        }
+        self.settings = WorkerSettings.from_env(self.env)
+        self.count, self.partitions, self.workdir, self.tag = count, partitions, workdir, tag
+        self.ports: list[int] = []
+        self.query_ports: list[int] = []
+        self.processes: list[subprocess.Popen[bytes]] = []
+        ensure_topics(self.settings)
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://{LOOPBACK}:{port}/metrics" for port in self.ports]
+
+    def __enter__(self) -> Workers:
+        try:
+            for n in range(self.count):
+                port, query_port = free_port(), free_port()
+                env = self.env | {"CCPIPE_METRICS_PORT": str(port), "CCPIPE_QUERY_PORT": str(query_port),
+                                  "CCPIPE_DATA_DIR": str(self.workdir / f"{self.tag}-w{n}")}  # fmt: skip
+                log = self.workdir / f"{self.tag}-worker{n}.log"
+                self.processes.append(spawn_cli(["worker"], env, log))
+                self.ports.append(port)
+                self.query_ports.append(query_port)
+            for port in self.ports:
+                wait_for_port(LOOPBACK, port, timeout=60)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:  # fmt: skip
+        for process in self.processes:
+            stop_process(process, timeout=30)
+
+    def wait_for_assignment(self, timeout: float = 120.0) -> None:
+        """Until every worker holds input partitions and all of them are held."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            held = [scrape(url).get("ccpipe_assigned_partitions", 0) for url in self.urls]
+            if all(held) and sum(held) == self.partitions:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"the group of {self.count} workers did not settle in {timeout:.0f} s")
+
+    def totals(self) -> tuple[float, float, float]:
+        """(events accounted for, valid events, interaction rows written), over all workers."""
+        scrapes = [scrape(url, COUNTERS) for url in self.urls]
+        processed = sum(total(values, PROCESSED) for values in scrapes)
+        valid = sum(total(values, ("ccpipe_events_total{",)) for values in scrapes)
+        rows = sum(values.get(INTERACTION_ROWS, 0) for values in scrapes)
+        return processed, valid, rows
+
+    def recoveries(self) -> float:
+        return sum(scrape(url).get("ccpipe_partition_recoveries_total", 0) for url in self.urls)
+
+
+def throughput(workers: Workers, lines: list[bytes], on_start: Callable[[], None] = lambda: None) -> float:
+    """Events/s of the `workers` (not started yet) on `lines` pre-loaded into their topic, from
+    the first processed event until all are processed and their rows written. `on_start` runs
+    once the first events are processed (to attach a profiler, say)."""
+    send_lines(workers.settings, lines)
+    with workers:
         deadline = time.monotonic() + TIMEOUT
         first_at = None
-        done = first_count = 0.0
+        first_count = processed = valid = rows = 0.0
         while time.monotonic() < deadline:
-            done = sum(processed(url) for url in urls)
-            if done and first_at is None:
-                first_at, first_count = time.monotonic(), done
-            if done >= events:
+            processed, valid, rows = workers.totals()
+            if processed and first_at is None:
+                first_at, first_count = time.monotonic(), processed
+                on_start()
+            if processed >= len(lines) and rows >= valid:
                 break
             time.sleep(POLL)
-        assert first_at is not None and done >= events, f"processed {done} of {events}"
-        return (done - first_count) / (time.monotonic() - first_at)
+        else:
+            raise TimeoutError(f"processed {processed} of {len(lines)} events, wrote {rows} of {valid} rows")
+        seconds = time.monotonic() - first_at
+        time.sleep(1.0)
+        processed, _, _ = workers.totals()
+        assert processed == len(lines), f"workers counted {processed} events, {len(lines)} were sent"
+        moved = workers.recoveries() - workers.partitions
+        assert moved == 0, f"{moved:.0f} partitions moved between workers during the run: run it again"
+    return (processed - first_count) / seconds
+
+
+@dataclass
+class Latency:
+    rate: float
+    probes: int
+    gauge_p50: float
+    gauge_p99: float
+    row_p50: float
+    row_p99: float
+
+
+def _probe(k: int) -> bytes:
+    ids = {"conversation_id": f"probe-{k}", "customer_id": f"probe-{k}", "event_id": f"probe-{k}"}
+    return orjson.dumps({**ids, "type": "conversation_started", "channel": "chat", "queue": PROBE_QUEUE,
+                         "timestamp": time.time()})  # fmt: skip
+
+
+def _with_probes(background: Iterator[bytes], sent_at: list[float]) -> Iterator[bytes]:
+    next_probe = time.monotonic()
+    for line in background:
+        now = time.monotonic()
+        if now >= next_probe:
+            sent_at.append(now)
+            yield _probe(len(sent_at) - 1)
+            next_probe = now + PROBE_EVERY
+        yield line
+
+
+def _watch(seen_at: list[float], count: Callable[[], int], stop: threading.Event, every: float) -> None:
+    """Append the time each new probe became visible (`count()` is how many are)."""
+    while not stop.is_set():
+        visible = count()
+        now = time.monotonic()
+        seen_at.extend([now] * max(0, visible - len(seen_at)))
+        time.sleep(every)
+
+
+def latency(workers: Workers, rate: float, seconds: float) -> Latency:
+    """Produce→gauge and produce→row latency of probes under live traffic at `rate` events/s."""
+    url, query_port = workers.urls[0], workers.query_ports[0]
+    series = f'ccpipe_conversations_waiting{{channel="chat",queue="{PROBE_QUEUE}"}}'
+    sql = f"SELECT count() FROM interactions WHERE queue = '{PROBE_QUEUE}'"
+
+    def in_gauge() -> int:
+        return int(scrape(url).get(series, 0))
+
+    def in_rows() -> int:
+        return int(run_query(workers.settings.store_url, sql, query_port).rows[0][0])
+
+    sent_at: list[float] = []
+    gauge_at: list[float] = []
+    row_at: list[float] = []
+    stop = threading.Event()
+    watchers = [
+        threading.Thread(target=_watch, args=(seen, count, stop, every), daemon=True)
+        for seen, count, every in ((gauge_at, in_gauge, POLL), (row_at, in_rows, 2 * POLL))
+    ]
+    for watcher in watchers:
+        watcher.start()
+    try:
+        simulation = live_simulation(rate, seed=11, spike=None, spike_after=0.0, spike_seconds=0.0)
+        simulation = dataclasses.replace(simulation, invalid_rate=0.0, duplicate_rate=0.0)
+        send_lines(workers.settings, _with_probes(live_events(simulation, seconds, None), sent_at))
+        deadline = time.monotonic() + 30
+        while (len(gauge_at) < len(sent_at) or len(row_at) < len(sent_at)) and time.monotonic() < deadline:
+            time.sleep(POLL)
     finally:
-        for process in processes:
-            stop_process(process, timeout=30)
+        stop.set()
+        for watcher in watchers:
+            watcher.join()
+    assert len(gauge_at) >= len(sent_at) and len(row_at) >= len(sent_at), "probes went missing"
+    to_gauge = [seen - sent for sent, seen in zip(sent_at, gauge_at, strict=False)]
+    to_row = [seen - sent for sent, seen in zip(sent_at, row_at, strict=False)]
+    return Latency(rate, len(sent_at), *_p50_p99(to_gauge), *_p50_p99(to_row))
+
+
+def _p50_p99(values: list[float]) -> tuple[float, float]:
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return cuts[49], cuts[98]
 
 
 def main() -> None:
@@ -99,9 +264,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes in one consumer group")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ccpipe-bench-"))
+    lines = simulated_lines(args.events)
     broker = start_broker(log_path=workdir / "broker.log")
     try:
-        rate = measure(broker.bootstrap, args.workers, args.partitions, args.events, workdir)
+        rate = throughput(Workers(broker.bootstrap, args.workers, args.partitions, workdir), lines)
     finally:
         broker.stop()
     setup = f"{args.workers} worker(s), {args.partitions} partitions"

@@ -142,6 +142,9 @@ class RecoveryCollector(Collector):
             ("ccpipe_events_rekeyed", "Events sent back to the input topic keyed by customer", stats.rekeyed),
         ):  # fmt: skip
             yield CounterMetricFamily(name, text, value=value)
+        yield GaugeMetricFamily(
+            "ccpipe_assigned_partitions", "Input partitions assigned to this worker", value=stats.assigned
+        )
 
 
 class Exporter:

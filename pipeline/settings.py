@@ -218,7 +218,7 @@ WORKER_SETTINGS: tuple[Setting, ...] = (
         "empty: chDB in CCPIPE_DATA_DIR/chdb",
         _parse_optional_text,
     ),
-    Setting("CCPIPE_STORE_BATCH_ROWS", "5000", "rows that trigger a write", _parse_count),
+    Setting("CCPIPE_STORE_BATCH_ROWS", "20000", "rows that trigger a write", _parse_count),
     Setting("CCPIPE_STORE_FLUSH_SECONDS", "1", "longest time a row waits to be written", _parse_seconds),
     Setting(
         "CCPIPE_STORE_MAX_BUFFER_ROWS",

@@ -197,3 +197,24 @@ def test_oldest_waiting_grows_between_scrapes_without_events() -> None:
     time.sleep(1.1)
     second = _exposition(log, runtime)[key]
     assert 10 <= first < second and second - first >= 1.0
+
+
+def test_partial_updates_of_changed_windows_merge_to_the_engine_state(monkeypatch: Any) -> None:
+    """Between complete snapshots, only changed windows travel; the owner's merge stays exact."""
+    from pipeline.stream import runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "PUBLISH_EVERY", 0.0)
+    monkeypatch.setattr(runtime_module, "REPUBLISH_EVERY", 1e9)
+    log = Log(BODIES)
+    runtime = log.runtime()
+    for message in log.messages:  # one batch per message: one update per batch
+        asyncio.run(runtime.handle([message]))
+    bodies = [orjson.loads(value) for _, value in log.partials]
+    assert bodies[0]["complete"] and not any(body["complete"] for body in bodies[1:])
+    assert max(len(body["windows"]) for body in bodies[1:]) <= 2  # the windows a message touched
+    views = log.merged()
+    (state,) = runtime.partitions.values()
+    now = views.clock()
+    assert now is not None
+    assert views.rolling() == state.engine.rolling(now)
+    assert views.rolling()["5m"]  # not trivially empty

@@ -359,6 +359,14 @@ class WindowStore:
         ]
         return sorted(found, key=lambda item: item[0])
 
+    def window(self, key: Key, start: float) -> WindowAggregate | None:
+        """The open or final window of `key` starting at `start`, if still held."""
+        for group in (self.open, self.final):
+            found = group.get(start, {}).get(key)
+            if found is not None:
+                return found
+        return None
+
     def keys(self) -> set[Key]:
         return {key for group in (self.final, self.open) for windows in group.values() for key in windows}
 

@@ -83,6 +83,8 @@ class ChdbBackend:
     """The embedded engine; one lock serializes the writer's inserts and analysts' queries."""
 
     def __init__(self, url: str, path: Path) -> None:
+        # pyarrow imports pandas on its first conversion (about a second): here, not mid-stream.
+        import pandas  # noqa: F401, PLC0415
         from chdb import session  # noqa: PLC0415 - chDB is large; load it only when used
 
         self.url = url

@@ -112,6 +112,13 @@ TABLES: dict[str, tuple[Column, ...]] = {
     ),
 }
 
+# Tables whose rows replace older rows of the same key (ReplacingMergeTree(version), the key
+# being the ORDER BY): only the newest row of a key needs writing. Positions in the row.
+REPLACING_KEYS: dict[str, tuple[int, ...]] = {
+    "conversations": (0,),
+    "metrics_window_partials": (0, 1, 2, 3, 4),
+}
+
 CONVERSATION_FIELDS = tuple(c.name for c in TABLES["conversations"] if c.name != "version")
 
 

@@ -1,8 +1,10 @@
 """The batching, retrying, bounded ClickHouse writer.
 
 Rows are buffered per table and written as one columnar insert per table when the buffer
-holds `batch_rows` rows or `flush_seconds` have passed. Every backend call runs on one
-dedicated thread, so the event loop keeps going while ClickHouse works.
+holds `batch_rows` rows or `flush_seconds` have passed. In tables where a newer row replaces
+an older one of the same key (conversations, window partials), the buffer keeps only the
+newest row per key: a conversation updated by ten batches within a second is written once.
+Every backend call runs on one dedicated thread, so the event loop keeps going while ClickHouse works.
 
 When the store is unreachable, writes are retried with exponential backoff and jitter,
 `ccpipe_store_write_errors_total` counts the attempts, and the buffer keeps growing up to
@@ -27,7 +29,7 @@ from typing import Any
 import orjson
 
 from pipeline.store.backends import Backend, QueryResult, StoreUnavailable
-from pipeline.store.rows import TABLES, Row, dead_letter_row
+from pipeline.store.rows import REPLACING_KEYS, TABLES, Row, dead_letter_row
 
 log = logging.getLogger("ccpipe.store")
 
@@ -62,7 +64,8 @@ class StoreWriter:
         self.max_buffer_rows = max_buffer_rows
         self._on_written = on_written
         self._on_error = on_error
-        self._buffers: dict[str, list[Row]] = {table: [] for table in TABLES}
+        self._appended: dict[str, list[Row]] = {}
+        self._newest: dict[str, dict[tuple[Any, ...], Row]] = {}  # tables of REPLACING_KEYS
         self._buffered = 0
         self._in_flight = 0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccpipe-store")
@@ -87,8 +90,16 @@ class StoreWriter:
     def add(self, table: str, rows: Sequence[Row]) -> None:
         if not rows:
             return
-        self._buffers[table].extend(rows)
-        self._buffered += len(rows)
+        key = REPLACING_KEYS.get(table)
+        if key is None:
+            self._appended.setdefault(table, []).extend(rows)
+            self._buffered += len(rows)
+        else:
+            newest = self._newest.setdefault(table, {})
+            before = len(newest)
+            for row in rows:
+                newest[tuple(row[i] for i in key)] = row
+            self._buffered += len(newest) - before
         if self._buffered >= self.max_buffer_rows:
             self._room.clear()
         if self._buffered >= self.batch_rows:
@@ -137,8 +148,8 @@ class StoreWriter:
             await self._write_all()
 
     async def _write_all(self) -> None:
-        batches = {table: rows for table, rows in self._buffers.items() if rows}
-        self._buffers = {table: [] for table in TABLES}
+        batches = self._appended | {table: list(rows.values()) for table, rows in self._newest.items()}
+        self._appended, self._newest = {}, {}
         taken = sum(len(rows) for rows in batches.values())
         self._buffered -= taken
         self._in_flight += taken

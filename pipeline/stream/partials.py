@@ -7,6 +7,10 @@ samples) and waiting state to the partials topic, keyed by the (channel, queue).
 that owns the key's partials partition keeps the newest snapshot per source partition and
 exports the key's gauges: the exact merge of all of them. So every series has one exporter,
 and the numbers are the same whichever worker holds which input partition.
+
+A snapshot is either complete (every window of the key the partition holds; sent every few
+seconds) or an update of the windows that changed since the last one (sent every second):
+an update costs one or two windows instead of an hour of them.
 """
 
 from __future__ import annotations
@@ -28,9 +32,17 @@ def partial_key(key: Key) -> bytes:
     return f"{key[0]}{SEPARATOR}{key[1]}".encode()
 
 
-def snapshot(source: str, partition: int, offset: int, engine: Engine, key: Key) -> bytes:
-    """One key's windows and waiting state in one partition of the `source` topic."""
-    starts = engine.waiting_by_key.get(key) or {}
+def snapshot(
+    source: str, partition: int, offset: int, engine: Engine, key: Key, *, changed: set[float] | None = None
+) -> bytes:
+    """One key's waiting state and windows in one partition of the `source` topic: all of its
+    windows, or only those starting at `changed`."""
+    waiting = engine.waiting_by_key.get(key) or {}
+    if changed is None:
+        windows = engine.windows.windows_of(key)
+    else:
+        held = ((start, engine.windows.window(key, start)) for start in sorted(changed))
+        windows = [(start, aggregate) for start, aggregate in held if aggregate is not None]
     return orjson.dumps(
         {
             "source": source,
@@ -38,8 +50,9 @@ def snapshot(source: str, partition: int, offset: int, engine: Engine, key: Key)
             "offset": offset,
             "key": list(key),
             "newest": engine.newest,
-            "windows": [[start, aggregate.state()] for start, aggregate in engine.windows.windows_of(key)],
-            "waiting": [len(starts), min(starts.values()) if starts else None],
+            "complete": changed is None,
+            "windows": [[start, aggregate.state()] for start, aggregate in windows],
+            "waiting": [len(waiting), min(waiting.values()) if waiting else None],
         }
     )
 
@@ -53,7 +66,7 @@ class Partial:
     source: int
     offset: int
     newest: float | None
-    windows: list[tuple[float, WindowAggregate]]
+    windows: dict[float, WindowAggregate]  # by start
     waiting: tuple[int, float | None]
 
 
@@ -77,12 +90,14 @@ class MergedViews:
             source=body["partition"],
             offset=body["offset"],
             newest=body["newest"],
-            windows=[(start, WindowAggregate.from_state(state)) for start, state in body["windows"]],
+            windows={start: WindowAggregate.from_state(state) for start, state in body["windows"]},
             waiting=(body["waiting"][0], body["waiting"][1]),
         )
         sources = self._owned.setdefault(partials_partition, {}).setdefault(key, {})
         known = sources.get(partial.source)
         if known is None or partial.offset >= known.offset:
+            if known is not None and not body.get("complete", True):
+                partial.windows = known.windows | partial.windows  # an update of some windows
             sources[partial.source] = partial
         if partial.newest is not None and (
             self.newest_event_time is None or partial.newest > self.newest_event_time
@@ -113,7 +128,7 @@ class MergedViews:
         windows = (
             (key, start, aggregate)
             for key, partial in self._partials()
-            for start, aggregate in partial.windows
+            for start, aggregate in partial.windows.items()
         )
         return rolling_views(windows, now, self.settings.window_seconds)
 

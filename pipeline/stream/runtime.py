@@ -100,6 +100,7 @@ class RuntimeStats:
     checkpoints: int = 0
     checkpoint_bytes: int = 0
     recoveries: Counter[int] = field(default_factory=Counter)
+    assigned: int = 0  # input partitions assigned to this worker now
 
 
 class Runtime:
@@ -129,8 +130,9 @@ class Runtime:
         self._last_checkpoint: dict[int, float] = {}
         self._checkpointed: dict[int, int] = {}  # partition -> offset of its last checkpoint
         self.stats = RuntimeStats()
-        # Keys whose partial changed since the partition last published, and when it did.
-        self._dirty: dict[int, set[Key]] = {}
+        # Per partition, the keys whose partial changed since it last published, with the
+        # starts of their changed windows; and when it published.
+        self._dirty: dict[int, dict[Key, set[float]]] = {}
         self._published: dict[int, float] = {}
         self._published_all: dict[int, float] = {}
         # The newest event time this worker processed (for the processing lag).
@@ -179,9 +181,11 @@ class Runtime:
                     await self.outputs.dead_letter(message, bad)
         self.outputs.persist(state.partition, state.applied_offset, batch, stored)
         self.outputs.observe(batch, live)
-        dirty = self._dirty.setdefault(state.partition, set())
-        dirty.update((row.channel, row.queue) for row in batch.windows)
-        dirty.update((record["channel"], record["queue"]) for record in batch.conversations)
+        dirty = self._dirty.setdefault(state.partition, {})
+        for row in batch.windows:
+            dirty.setdefault((row.channel, row.queue), set()).add(row.window_start)
+        for record in batch.conversations:  # the waiting state may have changed
+            dirty.setdefault((record["channel"], record["queue"]), set())
         newest = state.engine.newest
         if newest is not None and (self.newest_event_time is None or newest > self.newest_event_time):
             self.newest_event_time = newest
@@ -189,24 +193,27 @@ class Runtime:
     # --- partials for the owners of each (channel, queue) ----------------------------------
 
     async def _maybe_publish(self, state: PartitionEngine, force: bool = False) -> None:
-        """Publish the changed keys' partials at most once per PUBLISH_EVERY, and all of them
-        every REPUBLISH_EVERY (so a new owner of a key has it all within that time)."""
+        """Publish the changed windows of the changed keys at most once per PUBLISH_EVERY, and
+        all of every key every REPUBLISH_EVERY (so a new owner of a key has it all within that
+        time)."""
         now = time.monotonic()
         partition = state.partition
         if not force and now - self._published.get(partition, 0.0) < PUBLISH_EVERY:
             return
-        everything = force or now - self._published_all.get(partition, 0.0) >= REPUBLISH_EVERY
-        keys = keys_of(state.engine) if everything else self._dirty.get(partition, set())
-        self._dirty[partition] = set()
+        last_all = self._published_all.get(partition)
+        everything = force or last_all is None or now - last_all >= REPUBLISH_EVERY
+        changed: dict[Key, set[float] | None] = dict(self._dirty.get(partition, {}))
+        self._dirty[partition] = {}
         self._published[partition] = now
         if everything:
             self._published_all[partition] = now
-        if keys:
+            changed = dict.fromkeys(keys_of(state.engine))  # None: every window
+        if changed:
             engine, offset = state.engine, state.applied_offset
             await self.outputs.publish_partials(
                 [
-                    (partial_key(key), snapshot(self.source, partition, offset, engine, key))
-                    for key in sorted(keys)
+                    (partial_key(key), snapshot(self.source, partition, offset, engine, key, changed=starts))
+                    for key, starts in sorted(changed.items())
                 ]
             )
 
@@ -254,6 +261,7 @@ class Runtime:
         """A rebalance ended: drop the state of partitions that went to another worker, so
         their series vanish here and, should they come back later, they are recovered anew."""
         assigned = set(partitions)
+        self.stats.assigned = len(assigned)
         for partition in self._suspended - assigned:
             self.partitions.pop(partition, None)
             self._last_checkpoint.pop(partition, None)
