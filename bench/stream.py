@@ -96,6 +96,7 @@ class Workers:
         self.count, self.partitions, self.workdir, self.tag = count, partitions, workdir, tag
         self.ports: list[int] = []
         self.query_ports: list[int] = []
+        self.stores: list[str] = []
         self.processes: list[subprocess.Popen[bytes]] = []
         ensure_topics(self.settings)
 
@@ -107,8 +108,10 @@ class Workers:
         try:
             for n in range(self.count):
                 port, query_port = free_port(), free_port()
+                data_dir = self.workdir / f"{self.tag}-w{n}"
                 env = self.env | {"CCPIPE_METRICS_PORT": str(port), "CCPIPE_QUERY_PORT": str(query_port),
-                                  "CCPIPE_DATA_DIR": str(self.workdir / f"{self.tag}-w{n}")}  # fmt: skip
+                                  "CCPIPE_DATA_DIR": str(data_dir)}  # fmt: skip
+                self.stores.append(WorkerSettings.from_env(env).store())
                 log = self.workdir / f"{self.tag}-worker{n}.log"
                 self.processes.append(spawn_cli(["worker"], env, log))
                 self.ports.append(port)
@@ -213,7 +216,7 @@ def _watch(seen_at: list[float], count: Callable[[], int], stop: threading.Event
 
 def latency(workers: Workers, rate: float, seconds: float) -> Latency:
     """Produce→gauge and produce→row latency of probes under live traffic at `rate` events/s."""
-    url, query_port = workers.urls[0], workers.query_ports[0]
+    url, query_port, store = workers.urls[0], workers.query_ports[0], workers.stores[0]
     series = f'ccpipe_conversations_waiting{{channel="chat",queue="{PROBE_QUEUE}"}}'
     sql = f"SELECT count() FROM interactions WHERE queue = '{PROBE_QUEUE}'"
 
@@ -221,7 +224,7 @@ def latency(workers: Workers, rate: float, seconds: float) -> Latency:
         return int(scrape(url).get(series, 0))
 
     def in_rows() -> int:
-        return int(run_query(workers.settings.store_url, sql, query_port).rows[0][0])
+        return int(run_query(store, sql, query_port).rows[0][0])
 
     sent_at: list[float] = []
     gauge_at: list[float] = []

@@ -273,6 +273,20 @@ def test_timestamp_far_in_the_future_is_invalid() -> None:
     assert engine.stats.invalid == {"future_timestamp": 1}
 
 
+def test_a_far_future_first_event_cannot_poison_a_streaming_partition() -> None:
+    """Offline the first event sets the reference; streaming also bounds it by the wall clock."""
+    far = [event("e1", "conversation_started", "c1", 400 * 86400)]
+    offline = Engine().process(decoded(far))
+    assert offline.invalid == []
+    streaming = Engine()
+    batch = streaming.process(decoded(far), wall_clock=T0)
+    assert [bad.reason for bad in batch.invalid] == ["future_timestamp"]
+    assert "ahead of the wall clock" in batch.invalid[0].detail
+    assert streaming.newest is None  # the next real event is not late
+    later = streaming.process(decoded([event("e2", "conversation_started", "c2", 10)]), wall_clock=T0 + 10)
+    assert later.invalid == [] and streaming.stats.late == 0
+
+
 def test_rolling_views_merge_the_last_tumbling_windows() -> None:
     events = []
     for i in range(20):  # one conversation a minute, FRT = 10 + i seconds

@@ -72,11 +72,16 @@ class Engine:
         self._next_sweep = -math.inf
         self._changed: dict[str, Conversation] = {}
         self._batch = Batch()
+        self._not_after = math.inf
 
     # --- input -----------------------------------------------------------------------------
 
-    def process(self, items: Iterable[Event | InvalidEvent]) -> Batch:
-        """Apply a batch of decoded events in order; return what changed."""
+    def process(self, items: Iterable[Event | InvalidEvent], wall_clock: float | None = None) -> Batch:
+        """Apply a batch of decoded events in order; return what changed. Streaming passes
+        the `wall_clock`: an event more than the future tolerance ahead of it is refused even
+        when nothing was seen before it (offline there is no such bound: the first event of
+        a partition sets the reference), so one far-future event cannot poison a partition."""
+        self._not_after = wall_clock + self.settings.future_tolerance_seconds if wall_clock else math.inf
         for item in items:
             if isinstance(item, Event):
                 self._event(item)
@@ -98,9 +103,14 @@ class Engine:
         s = self.settings
         t = event.timestamp
         newest = self.newest
-        if newest is not None and t > newest + s.future_tolerance_seconds:
+        after_newest = newest + s.future_tolerance_seconds if newest is not None else math.inf
+        if t > after_newest or t > self._not_after:
             limit = s.future_tolerance_seconds
-            detail = f"timestamp is {t - newest:.0f} s ahead of the newest event (limit {limit:.0f} s)"
+            if t > after_newest:
+                ahead = f"{t - after_newest + limit:.0f} s ahead of the newest event"
+            else:
+                ahead = f"{t - self._not_after + limit:.0f} s ahead of the wall clock"
+            detail = f"timestamp is {ahead} (limit {limit:.0f} s)"
             self._reject(InvalidEvent(FUTURE_TIMESTAMP, detail, event.raw, event.origin))
             return
         if not self.event_ids.add(event.event_id, t):

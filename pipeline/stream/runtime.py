@@ -32,7 +32,7 @@ from pipeline.stream.partials import keys_of, partial_key, snapshot
 log = logging.getLogger("ccpipe.worker")
 
 REKEYED_HEADER = "ccpipe-rekeyed"
-PUBLISH_EVERY = 1.0
+PUBLISH_EVERY = 0.5
 REPUBLISH_EVERY = 10.0
 
 
@@ -171,7 +171,7 @@ class Runtime:
             items.append(item)
             if isinstance(item, Event):
                 stored.events.append((item, message.offset))
-        batch = state.engine.process(items)
+        batch = state.engine.process(items, wall_clock=time.time())
         if batch.invalid:
             by_offset = {message.offset: message for message in messages}
             for bad in batch.invalid:
@@ -216,6 +216,12 @@ class Runtime:
                     for key, starts in sorted(changed.items())
                 ]
             )
+
+    async def publish_due(self) -> None:
+        """Publish what changed in partitions that got no batch since (on a timer, so a key of
+        a quiet partition reaches its owner within about PUBLISH_EVERY too)."""
+        for state in list(self.partitions.values()):
+            await self._maybe_publish(state)
 
     async def publish_all(self) -> None:
         """Every partition's every key (on a timer, so owners stay complete while idle)."""

@@ -33,6 +33,7 @@ from pipeline.stream.checkpoints import CheckpointStore, restore
 from pipeline.stream.kafka import aiokafka_options, faust_credentials
 from pipeline.stream.partials import MergedViews
 from pipeline.stream.runtime import (
+    PUBLISH_EVERY,
     REKEYED_HEADER,
     REPUBLISH_EVERY,
     Message,
@@ -106,6 +107,7 @@ class Worker:
         self.sink = StoreSink(self.writer)
         self.app.agent(self.input, name="ccpipe.process")(self._process)
         self.app.agent(self.partials, name="ccpipe.merge")(self._merge)
+        self.app.timer(PUBLISH_EVERY / 2)(self.runtime.publish_due)
         self.app.timer(REPUBLISH_EVERY)(self.runtime.publish_all)
         self.app.timer(settings.checkpoint_interval_seconds)(self.runtime.checkpoint_due)
         self.app.on_partitions_assigned.connect(self._on_assigned)
