@@ -9,13 +9,13 @@ TOOLS  := $(VENV)/.tools-stamp
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DEMO   := var/demo
 
-.PHONY: help install install-tools run run-with-prometheus demo-compute dashboards test lint format bench bench-quick bench-engine clean
+.PHONY: help install install-tools run run-with-prometheus demo-compute dashboards test lint format bench bench-quick bench-engine soak clean
 
 help:
 	@echo "make run    - run the pipeline on embedded defaults and show where to look (RUN_ARGS='--spike chat')"
 	@echo "make test   - install what is needed and run the whole test suite"
 	@echo "make lint   - ruff"
-	@echo "make bench  - benchmarks (bench/)"
+	@echo "make bench  - benchmarks (bench/); make bench-quick: under a minute; make soak: ten minutes"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,10 @@ bench-quick: $(STAMP)
 
 bench-engine: $(STAMP)
 	$(BIN)/python bench/engine.py
+
+# Ten minutes of steady traffic with 200 000 open conversations: RSS and lag over time.
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --csv var/soak.csv $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis

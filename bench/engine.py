@@ -21,7 +21,6 @@ import gc
 import itertools
 import os
 import platform
-import resource
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -39,6 +38,16 @@ BATCH = 1000
 def rss_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    """This process's RSS high-water mark (VmHWM: unlike ru_maxrss, not inherited from the
+    process that forked it)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def generate(count: int) -> list[bytes]:
@@ -110,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.memory_only:
         per_conversation = memory_per_open_conversation(args.open)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = peak_rss_bytes()
         print(f"open={args.open} bytes_per_open_conversation={per_conversation:.0f} peak_rss_bytes={peak}")
         return
 

@@ -94,6 +94,7 @@ def main() -> None:
             producer.join()
     finally:
         broker.stop()
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
     with open(args.csv, "w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["seconds", "rss_bytes", "events_behind", "processing_lag_seconds"])

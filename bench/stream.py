@@ -221,7 +221,7 @@ def latency(workers: Workers, rate: float, seconds: float) -> Latency:
     sql = f"SELECT count() FROM interactions WHERE queue = '{PROBE_QUEUE}'"
 
     def in_gauge() -> int:
-        return int(scrape(url).get(series, 0))
+        return int(scrape(url, ("ccpipe_conversations_waiting",)).get(series, 0))
 
     def in_rows() -> int:
         return int(run_query(store, sql, query_port).rows[0][0])

@@ -56,12 +56,18 @@ class Views(Protocol):
     def waiting(self, now: float) -> dict[Key, tuple[int, float | None]]: ...
 
 
-class ViewCollector(Collector):
-    """Rolling gauges, live queue state and lag, computed at scrape time."""
+class RollingCollector(Collector):
+    """Rolling gauges and FRT targets, computed at scrape time (the costly part of a scrape)."""
 
-    def __init__(self, views: Views, newest_processed: Callable[[], float | None]) -> None:
+    def __init__(self, views: Views) -> None:
         self.views = views
-        self.newest_processed = newest_processed
+
+    def describe(self) -> Iterator[Metric]:
+        """The names only, so `/metrics?name[]=…` of other series skips computing these."""
+        yield GaugeMetricFamily("ccpipe_frt_seconds", "", labels=["channel", "queue", "window", "quantile"])
+        for name, _, _ in ROLLING_GAUGES:
+            yield GaugeMetricFamily(name, "", labels=["channel", "queue", "window"])
+        yield GaugeMetricFamily("ccpipe_frt_target_seconds", "", labels=["channel"])
 
     def collect(self) -> Iterator[Metric]:
         rolling = self.views.rolling()
@@ -86,6 +92,33 @@ class ViewCollector(Collector):
         yield quantiles
         yield from families.values()
 
+        # Each channel's FRT target, so alert rules compare against it without a copy of it.
+        targets = GaugeMetricFamily(
+            "ccpipe_frt_target_seconds", "First response time target (SLA)", labels=["channel"]
+        )
+        settings = self.views.settings
+        channels = set(settings.sla_targets) | {
+            channel for by_key in rolling.values() for channel, _ in by_key
+        }
+        channels |= {channel for channel, _ in self.views.waiting(time.time())}
+        for channel in sorted(channels):
+            targets.add_metric([channel], settings.sla_target(channel))
+        yield targets
+
+
+class QueueCollector(Collector):
+    """The live queue state and the processing lag, from the wall clock at scrape time."""
+
+    def __init__(self, views: Views, newest_processed: Callable[[], float | None]) -> None:
+        self.views = views
+        self.newest_processed = newest_processed
+
+    def describe(self) -> Iterator[Metric]:
+        for name in ("ccpipe_conversations_waiting", "ccpipe_oldest_waiting_seconds"):
+            yield GaugeMetricFamily(name, "", labels=["channel", "queue"])
+        yield GaugeMetricFamily("ccpipe_processing_lag_seconds", "")
+
+    def collect(self) -> Iterator[Metric]:
         now = time.time()
         waiting = GaugeMetricFamily(
             "ccpipe_conversations_waiting",
@@ -97,25 +130,11 @@ class ViewCollector(Collector):
             "Age of the oldest conversation waiting for a first response",
             labels=["channel", "queue"],
         )
-        waiting_now = self.views.waiting(now)
-        for (channel, queue), (count, age) in sorted(waiting_now.items()):
+        for (channel, queue), (count, age) in sorted(self.views.waiting(now).items()):
             waiting.add_metric([channel, queue], count)
             oldest.add_metric([channel, queue], age if age is not None else 0.0)
         yield waiting
         yield oldest
-
-        # Each channel's FRT target, so alert rules compare against it without a copy of it.
-        targets = GaugeMetricFamily(
-            "ccpipe_frt_target_seconds", "First response time target (SLA)", labels=["channel"]
-        )
-        settings = self.views.settings
-        channels = set(settings.sla_targets) | {
-            channel for by_key in rolling.values() for channel, _ in by_key
-        }
-        channels |= {channel for channel, _ in waiting_now}
-        for channel in sorted(channels):
-            targets.add_metric([channel], settings.sla_target(channel))
-        yield targets
 
         lag = GaugeMetricFamily(
             "ccpipe_processing_lag_seconds", "Wall clock minus the event time of the newest processed event"
@@ -179,7 +198,8 @@ class Exporter:
             "ccpipe_first_response_duration_seconds", "First response time of each conversation",
             ["channel", "queue"], buckets=FRT_BUCKETS, registry=self.registry,
         )  # fmt: skip
-        self.registry.register(ViewCollector(views, newest_processed))
+        self.registry.register(RollingCollector(views))
+        self.registry.register(QueueCollector(views, newest_processed))
         self.store_rows = Counter(
             "ccpipe_store_rows_written",
             "Rows durably written to ClickHouse",

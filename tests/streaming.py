@@ -7,6 +7,7 @@ import itertools
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -16,11 +17,12 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.broker import LOOPBACK, free_port, wait_for_port
+from pipeline.broker import LOOPBACK, EmbeddedBroker, free_port, wait_for_port
 from pipeline.engine import Engine
 from pipeline.events import Event, decode_event
 from pipeline.exporter import QUANTILE_FIELDS, ROLLING_GAUGES
 from pipeline.processes import spawn_cli, stop_process
+from pipeline.settings import WorkerSettings
 from pipeline.simulate import SimulationSettings, Simulator
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]
@@ -148,3 +150,38 @@ def scenario(seconds: float, spike: str | None = None, seed: int = 11) -> list[b
     cut = T0 + seconds - seconds % 60 + 5
     events = itertools.takewhile(lambda e: e["timestamp"] < cut + 10, Simulator(settings).events())
     return [orjson.dumps(e) for e in events if e["timestamp"] < cut]
+
+
+def settings_for(broker: EmbeddedBroker, topics: dict[str, str]) -> WorkerSettings:
+    env = {"CCPIPE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "CCPIPE_PARTITIONS": "4", **topics}
+    return WorkerSettings.from_env(env)
+
+
+def gauges_match(worker: WorkerProcess, lines: list[bytes]) -> Any:
+    want, engine = expected_rolling(lines)
+    waiting = {key: count for key, (count, _) in engine.waiting(time.time()).items()}
+
+    def check() -> list[str]:
+        got = worker.scrape()
+        problems = differences(rolling_part(got), want)
+        for (channel, queue), count in waiting.items():
+            labels = (("channel", channel), ("queue", queue))
+            seen = got.get(("ccpipe_conversations_waiting", labels))
+            if seen != count:
+                problems.append(f"waiting {channel}/{queue}: {seen} != {count}")
+        return problems
+
+    return check
+
+
+def sql_problems(worker: WorkerProcess, query: str, expected: str) -> list[str]:
+    """Run `ccpipe sql` as an analyst would, against this worker's store."""
+    env = {**worker.env}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "sql", "--store", f"chdb://{worker.env['CCPIPE_DATA_DIR']}/chdb",
+         "--format", "csv", query], env=env, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        return [result.stderr.decode()]
+    lines = result.stdout.decode().splitlines()
+    return [] if lines[1:] == [expected] else [f"got {lines}, want {expected}"]

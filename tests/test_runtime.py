@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import pickle
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,8 +37,9 @@ class Log:
     async def load(self, partition: int) -> PartitionEngine | None:
         return copy.deepcopy(self.saved)
 
-    async def save(self, state: PartitionEngine) -> int:
-        self.saved = copy.deepcopy(state)
+    async def save(self, partition: int, applied_offset: int, image: bytes) -> int:
+        self.saved = pickle.loads(image)
+        assert self.saved is not None and self.saved.applied_offset == applied_offset
         return 1
 
     async def read(self, partition: int, start: int, end: int) -> AsyncIterator[list[Message]]:

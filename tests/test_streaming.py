@@ -4,28 +4,25 @@ the dead-letter topic; a spike on one channel raises its FRT p90; mis-keyed even
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import orjson
 from kafka import KafkaConsumer
 from storage import assert_views_equal_compute
 from streaming import (
     WorkerProcess,
-    differences,
     expected_rolling,
-    rolling_part,
+    gauges_match,
     scenario,
+    settings_for,
+    sql_problems,
     wait_until,
 )
 
 from pipeline.broker import EmbeddedBroker
 from pipeline.produce import send_lines
-from pipeline.settings import WorkerSettings
 from pipeline.store.backends import open_backend
 from pipeline.stream.topics import ensure_topics
 
@@ -36,28 +33,6 @@ INVALID = [
     b'{"event_id": "bad-1", "type": "teleport", "channel": "chat", ' + IDS + b"}",
     b'{"event_id": "bad-2", "type": "message", "channel": "Chat!", ' + IDS + b"}",
 ]
-
-
-def settings_for(broker: EmbeddedBroker, topics: dict[str, str]) -> WorkerSettings:
-    env = {"CCPIPE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "CCPIPE_PARTITIONS": "4", **topics}
-    return WorkerSettings.from_env(env)
-
-
-def gauges_match(worker: WorkerProcess, lines: list[bytes]) -> Any:
-    want, engine = expected_rolling(lines)
-    waiting = {key: count for key, (count, _) in engine.waiting(time.time()).items()}
-
-    def check() -> list[str]:
-        got = worker.scrape()
-        problems = differences(rolling_part(got), want)
-        for (channel, queue), count in waiting.items():
-            labels = (("channel", channel), ("queue", queue))
-            seen = got.get(("ccpipe_conversations_waiting", labels))
-            if seen != count:
-                problems.append(f"waiting {channel}/{queue}: {seen} != {count}")
-        return problems
-
-    return check
 
 
 def test_gauges_equal_compute_across_a_sigkill_and_restart(
@@ -124,19 +99,6 @@ def test_gauges_equal_compute_across_a_sigkill_and_restart(
     assert [r for r, _ in reasons] == ["not_json", "not_object", "out_of_range", "unknown_type"]
     assert {payload for _, payload in reasons} == set(INVALID)
     assert all(letter["topic"] == settings.input_topic and letter["offset"] >= 0 for letter in letters)
-
-
-def sql_problems(worker: WorkerProcess, query: str, expected: str) -> list[str]:
-    """Run `ccpipe sql` as an analyst would, against this worker's store."""
-    env = {**worker.env}
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "sql", "--store", f"chdb://{worker.env['CCPIPE_DATA_DIR']}/chdb",
-         "--format", "csv", query], env=env, capture_output=True, timeout=60, check=False,
-    )  # fmt: skip
-    if result.returncode != 0:
-        return [result.stderr.decode()]
-    lines = result.stdout.decode().splitlines()
-    return [] if lines[1:] == [expected] else [f"got {lines}, want {expected}"]
 
 
 def test_events_keyed_by_something_else_are_rekeyed_once(

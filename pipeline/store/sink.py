@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from pipeline.engine import Batch
 from pipeline.store.rows import conversation_row, dead_letter_row, interaction_row, window_row
 from pipeline.store.writer import StoreWriter
+from pipeline.stream.runtime import clipped
 
 if TYPE_CHECKING:
     from pipeline.stream.runtime import StoredInput
@@ -29,7 +30,7 @@ class StoreSink:
         letters = [
             dead_letter_row(
                 topic=m.topic, partition=m.partition, offset=m.offset, reason=bad.reason, detail=bad.detail,
-                payload=m.value, received_at=now,
+                payload=clipped(m.value), received_at=now,
             )
             for m, bad in stored.refused
         ]  # fmt: skip

@@ -14,10 +14,12 @@ customer meets the same engine state.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import pickle
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,7 +34,11 @@ from pipeline.stream.partials import keys_of, partial_key, snapshot
 log = logging.getLogger("ccpipe.worker")
 
 REKEYED_HEADER = "ccpipe-rekeyed"
-PUBLISH_EVERY = 0.5
+# A refused payload is kept whole up to this size; a larger one (a `too_large` message, say)
+# is cut, with its full size in the record, so dead letters always fit in a Kafka message.
+DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
+PUBLISH_EVERY = 0.25
+STORE_TIMEOUT = 5.0  # how long a checkpoint waits for the store before it is postponed
 REPUBLISH_EVERY = 10.0
 
 
@@ -112,7 +118,7 @@ class Runtime:
         *,
         outputs: Outputs,
         load_checkpoint: Callable[[int], Awaitable[PartitionEngine | None]],
-        save_checkpoint: Callable[[PartitionEngine], Awaitable[int]],
+        save_checkpoint: Callable[[int, int, bytes], Awaitable[int]],
         read_range: Callable[[int, int, int], AsyncIterator[list[Message]]],
         checkpoint_interval: float,
         source: str = "interactions",
@@ -129,6 +135,7 @@ class Runtime:
         self._suspended: set[int] = set()
         self._last_checkpoint: dict[int, float] = {}
         self._checkpointed: dict[int, int] = {}  # partition -> offset of its last checkpoint
+        self._saving: dict[int, asyncio.Task[bool]] = {}  # checkpoints under way
         self.stats = RuntimeStats()
         # Per partition, the keys whose partial changed since it last published, with the
         # starts of their changed windows; and when it published.
@@ -276,22 +283,45 @@ class Runtime:
         self._suspended.clear()
 
     async def _maybe_checkpoint(self, state: PartitionEngine) -> None:
-        if time.monotonic() - self._last_checkpoint.get(state.partition, 0.0) >= self.checkpoint_interval:
-            await self.checkpoint(state)
+        """Start a checkpoint in the background when the interval has passed: the batches go
+        on while it waits for the store and writes to Kafka."""
+        partition = state.partition
+        due = time.monotonic() - self._last_checkpoint.get(partition, 0.0) >= self.checkpoint_interval
+        if due and partition not in self._saving:
+            self._last_checkpoint[partition] = time.monotonic()
+            task = asyncio.create_task(self._checkpoint(state, STORE_TIMEOUT), name=f"checkpoint-{partition}")
+            self._saving[partition] = task
+            task.add_done_callback(lambda done: self._checkpoint_done(partition, done))
 
-    async def checkpoint(self, state: PartitionEngine, store_timeout: float = 5.0) -> bool:
-        """Save the partition's state, but only once the store holds every row it produced:
-        recovery re-creates the rows of what follows a checkpoint, never of what precedes it."""
-        if not await self.outputs.flush(store_timeout):
-            log.info("checkpoint of partition %d postponed: the store is behind", state.partition)
-            return False
-        offset = state.applied_offset
-        size = await self._save_checkpoint(state)
-        self._last_checkpoint[state.partition] = time.monotonic()
-        self._checkpointed[state.partition] = offset
-        self.stats.checkpoints += 1
-        self.stats.checkpoint_bytes += size
-        return True
+    def _checkpoint_done(self, partition: int, task: asyncio.Task[bool]) -> None:
+        self._saving.pop(partition, None)
+        if not task.cancelled() and task.exception() is not None:
+            # The previous checkpoint stays valid: recovery only catches up further.
+            log.warning("checkpoint of partition %d failed: %r", partition, task.exception())
+
+    async def checkpoint(self, state: PartitionEngine, store_timeout: float = STORE_TIMEOUT) -> bool:
+        """Save the partition's state now (waiting for it); False if the store is behind."""
+        return await self._checkpoint(state, store_timeout)
+
+    def _checkpoint(self, state: PartitionEngine, store_timeout: float) -> Coroutine[None, None, bool]:
+        """Capture the state as it is now, and return the coroutine that saves that image once
+        the store holds every row it produced: recovery re-creates the rows of what follows a
+        checkpoint, never of what precedes it."""
+        partition, offset = state.partition, state.applied_offset
+        image = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        stored = asyncio.ensure_future(self.outputs.flush(store_timeout))  # covers the rows given so far
+
+        async def save() -> bool:
+            if not await stored:
+                log.info("checkpoint of partition %d postponed: the store is behind", partition)
+                return False
+            size = await self._save_checkpoint(partition, offset, image)
+            self._checkpointed[partition] = max(offset, self._checkpointed.get(partition, -1))
+            self.stats.checkpoints += 1
+            self.stats.checkpoint_bytes += size
+            return True
+
+        return save()
 
     async def checkpoint_due(self) -> None:
         """Checkpoint partitions with unsaved progress whose interval has passed (on a timer,
@@ -301,6 +331,8 @@ class Runtime:
                 await self._maybe_checkpoint(state)
 
     async def checkpoint_all(self) -> None:
+        """Checkpoint every partition now (at shutdown), after the ones under way."""
+        await asyncio.gather(*self._saving.values(), return_exceptions=True)
         for state in list(self.partitions.values()):
             await self.checkpoint(state)
 
@@ -322,6 +354,12 @@ def dead_letter_value(message: Message, invalid: InvalidEvent, received_at: floa
             "partition": message.partition,
             "offset": message.offset,
             "received_at": received_at,
-            "payload": message.value.decode("utf-8", "replace"),
+            "payload": clipped(message.value).decode("utf-8", "replace"),
+            "payload_bytes": len(message.value),
         }
     )
+
+
+def clipped(payload: bytes) -> bytes:
+    """The part of a refused payload that dead letters keep (all of it, up to the limit)."""
+    return payload[:DEAD_LETTER_PAYLOAD_BYTES]

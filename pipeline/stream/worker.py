@@ -126,7 +126,7 @@ class Worker:
 
     async def _merge(self, stream: Any) -> AsyncIterator[None]:
         """Owner side: absorb the partials of the (channel, queue) keys this worker owns."""
-        async for events in stream.take_events(1000, within=0.2):
+        async for events in stream.take_events(1000, within=0.05):
             for event in events:
                 self.views.absorb(event.message.partition, event.message.value)
             yield None
@@ -179,9 +179,9 @@ class Worker:
         assert isinstance(state, PartitionEngine)
         return state
 
-    async def _save_checkpoint(self, state: PartitionEngine) -> int:
+    async def _save_checkpoint(self, partition: int, applied_offset: int, image: bytes) -> int:
         await self._ensure_checkpoints()
-        return await self.checkpoints.save(state.partition, state.applied_offset, state)
+        return await self.checkpoints.save(partition, applied_offset, image)
 
     async def _read_range(self, partition: int, start: int, end: int) -> AsyncIterator[list[Message]]:
         """Pages of input messages with offsets in [start, end) of one partition (for catch-up),
