@@ -3,9 +3,9 @@ conversations, recording its memory and lag over time.
 
 First `--open` conversations are started and left waiting (each held in the engine), then
 simulated live traffic runs at `--rate` events/s for `--minutes`. Every `--every` seconds it
-records the worker's RSS, the events sent but not yet processed, and the worker's own
-processing lag; the samples go to a CSV file and the summary compares the first and the last
-third of the run, which should be flat.
+records the worker's RSS, the events sent but not yet processed, the worker's processing lag
+and what its engines hold (conversations, event ids, windows); the samples go to a CSV file,
+and the summary compares the first and the last third of the run.
 
 Usage: python bench/soak.py [--minutes 10] [--rate 1000] [--open 200000] [--csv soak.csv]
 """
@@ -26,6 +26,8 @@ from stream import PROCESSED, Workers, scrape, total
 
 from pipeline.broker import start_broker
 from pipeline.produce import live_events, live_simulation, send_lines
+
+STATE = ("conversations", "event_ids", "windows")
 
 
 def rss_bytes(pid: int) -> int:
@@ -87,8 +89,10 @@ def main() -> None:
                 behind = sent["count"] - total(values, PROCESSED)
                 seconds, rss = round(time.monotonic() - began), rss_bytes(pid)
                 lag = values.get("ccpipe_processing_lag_seconds", float("nan"))
-                samples.append((seconds, rss, behind, lag))
+                held = [values.get(f"ccpipe_state_{name}", 0) for name in STATE]
+                samples.append((seconds, rss, behind, lag, *held))
                 line = f"t={seconds:>4} s rss={rss / 2**20:7.1f} MiB behind={behind:>6.0f} lag={lag:6.1f} s"
+                line += "".join(f" {name}={count:.0f}" for name, count in zip(STATE, held, strict=True))
                 print(line, file=sys.stderr, flush=True)
                 time.sleep(args.every)
             producer.join()
@@ -97,7 +101,8 @@ def main() -> None:
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     with open(args.csv, "w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["seconds", "rss_bytes", "events_behind", "processing_lag_seconds"])
+        writer.writerow(["seconds", "rss_bytes", "events_behind", "processing_lag_seconds",
+                         "conversations", "event_ids", "windows"])  # fmt: skip
         writer.writerows(samples)
     third = max(1, len(samples) // 3)
     first, last = samples[:third], samples[-third:]

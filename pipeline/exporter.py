@@ -161,9 +161,13 @@ class RecoveryCollector(Collector):
             ("ccpipe_events_rekeyed", "Events sent back to the input topic keyed by customer", stats.rekeyed),
         ):  # fmt: skip
             yield CounterMetricFamily(name, text, value=value)
-        yield GaugeMetricFamily(
-            "ccpipe_assigned_partitions", "Input partitions assigned to this worker", value=stats.assigned
-        )
+        for name, text, value in (
+            ("ccpipe_assigned_partitions", "Input partitions assigned to this worker", stats.assigned),
+            ("ccpipe_state_conversations", "Conversations held in the engines' memory", stats.conversations),
+            ("ccpipe_state_event_ids", "Event ids remembered for de-duplication", stats.event_ids),
+            ("ccpipe_state_windows", "Tumbling windows held (open and recently final)", stats.windows),
+        ):
+            yield GaugeMetricFamily(name, text, value=value)
 
 
 class Exporter:

@@ -225,3 +225,18 @@ def test_secrets_never_reach_the_logs(broker: EmbeddedBroker, topics: dict[str, 
         assert result.returncode != 0, command  # the store is unreachable
         assert b"analyst:***@127.0.0.1:1" in output or b"unreachable" in output, output[-2000:]
         assert secret_password.encode() not in output and secret_sasl.encode() not in output, command
+
+
+def test_coverage_guided_fuzzing_finds_no_crash_in_the_decoder(tmp_path: Path) -> None:
+    """atheris (libFuzzer) mutates real events for a bounded number of runs (tests/fuzz/)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, line in enumerate([VALID, *scenario(120)[:40]]):
+        (corpus / f"seed-{i}").write_bytes(line)
+    runs = 40_000
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "fuzz" / "decoder.py"), f"-runs={runs}", "-seed=7", str(corpus)],
+        capture_output=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:].decode(errors="replace")
+    assert f"Done {runs} runs".encode() in result.stderr

@@ -220,3 +220,25 @@ def test_partial_updates_of_changed_windows_merge_to_the_engine_state(monkeypatc
     assert now is not None
     assert views.rolling() == state.engine.rolling(now)
     assert views.rolling()["5m"]  # not trivially empty
+
+
+def test_a_gap_the_catch_up_cannot_read_stops_the_partition_instead_of_skipping_it() -> None:
+    """Input deleted by retention between the checkpoint and the consumer's position: refuse."""
+    import pytest
+
+    from pipeline.stream.runtime import CatchUpError
+
+    log = Log(BODIES)
+    first = log.runtime()
+    asyncio.run(first.handle(log.messages[:5]))
+    asyncio.run(first.checkpoint_all())  # holds offsets 0..4
+
+    async def nothing(partition: int, start: int, end: int) -> AsyncIterator[list[Message]]:
+        return
+        yield  # an async generator that reads nothing
+
+    second = log.runtime()
+    second._read_range = nothing
+    with pytest.raises(CatchUpError, match="needs everything up to 20"):
+        asyncio.run(second.handle(log.messages[20:]))
+    assert second.partitions == {}

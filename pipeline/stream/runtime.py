@@ -107,6 +107,10 @@ class RuntimeStats:
     checkpoint_bytes: int = 0
     recoveries: Counter[int] = field(default_factory=Counter)
     assigned: int = 0  # input partitions assigned to this worker now
+    # What the engines hold now (refreshed by Runtime.current_stats), for capacity planning.
+    conversations: int = 0
+    event_ids: int = 0
+    windows: int = 0
 
 
 class Runtime:
@@ -144,6 +148,14 @@ class Runtime:
         self._published_all: dict[int, float] = {}
         # The newest event time this worker processed (for the processing lag).
         self.newest_event_time: float | None = None
+
+    def current_stats(self) -> RuntimeStats:
+        """The stats, with the sizes of the engines' state as they are now."""
+        engines = [state.engine for state in self.partitions.values()]
+        self.stats.conversations = sum(len(engine.conversations) for engine in engines)
+        self.stats.event_ids = sum(len(engine.event_ids) for engine in engines)
+        self.stats.windows = sum(1 for engine in engines for _ in engine.windows.all_windows())
+        return self.stats
 
     # --- batches ---------------------------------------------------------------------------
 

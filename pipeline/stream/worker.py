@@ -94,7 +94,7 @@ class Worker:
             self.views,
             newest_processed=lambda: self.runtime.newest_event_time,
             store_pending_rows=lambda: self.writer.pending_rows,
-            runtime_stats=lambda: self.runtime.stats,
+            runtime_stats=self.runtime.current_stats,
         )
         self.writer = StoreWriter(
             self.backend,
