@@ -31,11 +31,10 @@ def report(count: int, began: float | None) -> None:
 
 async def ceiling(bootstrap: str, topic: str, events: int) -> None:
     # All partitions assigned directly: no group to join, so only the reading is timed.
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
-    partitions = await consumer.partitions_for_topic(topic) or set()
+    await consumer.topics()  # fetches the cluster's metadata
+    partitions = consumer.partitions_for_topic(topic) or set()
     consumer.assign([TopicPartition(topic, partition) for partition in sorted(partitions)])
     counts: Counter[tuple[str, str]] = Counter()
     seen, began = 0, None
