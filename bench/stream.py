@@ -8,7 +8,8 @@ written to ClickHouse (chDB); a rebalance during the run voids it.
 Latency: one worker under simulated live traffic at a fixed rate, with a probe conversation
 started every 100 ms in queue `latency-probe`; the time from handing a probe to the producer
 until the worker's /metrics shows it (`ccpipe_conversations_waiting`) and until a query on
-ClickHouse finds its row.
+ClickHouse finds its row. Probes are counted, not told apart: the n-th one seen is matched to
+the n-th one sent, which is exact while they become visible in order and close otherwise.
 
 Usage: python bench/stream.py [--events 100000] [--partitions 6] [--workers 1]
 """
