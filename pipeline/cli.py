@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from pipeline.settings import EngineSettings, SettingError, WorkerSettings
+from pipeline.settings import EngineSettings, SettingError, WorkerSettings, env_or_file
 
 
 def _seconds(text: str) -> float:
@@ -143,7 +143,7 @@ RUN_STORE = "chdb://var/run/chdb"  # where `ccpipe run` keeps its embedded store
 
 
 def _default_store() -> str:
-    return os.environ.get("CCPIPE_STORE_URL") or RUN_STORE
+    return env_or_file(os.environ, "CCPIPE_STORE_URL") or RUN_STORE
 
 
 def _sql(args: argparse.Namespace) -> int:

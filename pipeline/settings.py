@@ -214,7 +214,7 @@ WORKER_SETTINGS: tuple[Setting, ...] = (
     Setting(
         "CCPIPE_STORE_URL",
         "",
-        "chdb:///dir, clickhouse://user:pass@host:9000/db or clickhouses://...; "
+        "chdb:///dir, clickhouse://user:pass@host:9000/db or clickhouses://... (or CCPIPE_STORE_URL_FILE); "
         "empty: chDB in CCPIPE_DATA_DIR/chdb",
         _parse_optional_text,
     ),
@@ -278,6 +278,21 @@ WORKER_SETTINGS: tuple[Setting, ...] = (
 )
 
 
+# Settings that carry credentials: also read from the file NAME_FILE names (mounted secrets).
+SECRETS = ("CCPIPE_KAFKA_SASL_PASSWORD", "CCPIPE_STORE_URL")
+
+
+def env_or_file(environ: Mapping[str, str], name: str) -> str | None:
+    """The variable `name`, or the content of the file `name`_FILE names (which wins)."""
+    path = environ.get(f"{name}_FILE")
+    if not path:
+        return environ.get(name)
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise SettingError(f"{name}_FILE cannot be read: {exc.strerror}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     """A worker's whole configuration; `from_env` is the only way settings enter a worker."""
@@ -322,16 +337,8 @@ class WorkerSettings:
         """Read every CCPIPE_* variable (defaults for the absent ones); `overrides` win."""
         values: dict[str, Any] = {}
         for setting in WORKER_SETTINGS:
-            raw = environ.get(setting.env, setting.default)
-            values[setting.field] = setting.parse(setting.env, raw)
-        password_file = environ.get("CCPIPE_KAFKA_SASL_PASSWORD_FILE")
-        if password_file:
-            try:
-                values["kafka_sasl_password"] = Path(password_file).read_text().strip()
-            except OSError as exc:
-                raise SettingError(
-                    f"CCPIPE_KAFKA_SASL_PASSWORD_FILE cannot be read: {exc.strerror}"
-                ) from None
+            raw = env_or_file(environ, setting.env) if setting.env in SECRETS else environ.get(setting.env)
+            values[setting.field] = setting.parse(setting.env, setting.default if raw is None else raw)
         values.update(overrides)
         settings = cls(**values)
         settings.engine()  # validates the engine settings together

@@ -12,7 +12,7 @@ import kubernetes_validate
 import yaml
 from jsonschema import Draft201909Validator
 
-from pipeline.settings import WORKER_SETTINGS
+from pipeline.settings import SECRETS, WORKER_SETTINGS
 
 ROOT = Path(__file__).parents[1]
 DEPLOY = ROOT / "deploy"
@@ -20,8 +20,8 @@ KUBERNETES_VERSION = "1.30.0"
 SETTING_NAMES = {setting.env for setting in WORKER_SETTINGS}
 # CCPIPE_* names that are not worker settings: secrets from files, Grafana's provisioning
 # variables, and the opt-in test of a ClickHouse server.
-OTHER_NAMES = {
-    "CCPIPE_KAFKA_SASL_PASSWORD_FILE", "CCPIPE_PROMETHEUS_URL", "CCPIPE_CLICKHOUSE_HOST", "CCPIPE_CLICKHOUSE_PORT",
+OTHER_NAMES = {f"{name}_FILE" for name in SECRETS} | {
+    "CCPIPE_PROMETHEUS_URL", "CCPIPE_CLICKHOUSE_HOST", "CCPIPE_CLICKHOUSE_PORT",
     "CCPIPE_CLICKHOUSE_DATABASE", "CCPIPE_CLICKHOUSE_READONLY_USER", "CCPIPE_CLICKHOUSE_READONLY_PASSWORD",
     "CCPIPE_TEST_CLICKHOUSE_URL",
 }  # fmt: skip
