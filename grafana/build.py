@@ -66,6 +66,11 @@ def big(title: str, expr: str, unit: str, steps: dashboard.ThresholdsConfig, des
     )
 
 
+def weighted_mean(ratio: str, weight: str, selector: str) -> str:
+    """A per-queue gauge averaged over queues, each weighted by its sample count."""
+    return f"sum({ratio}{{{selector}}} * {weight}{{{selector}}}) / sum({weight}{{{selector}}})"
+
+
 def wall() -> dashboard.Dashboard:
     board = (
         dashboard.Dashboard("Contact center — wall display")
@@ -79,45 +84,33 @@ def wall() -> dashboard.Dashboard:
     for channel, target in CHANNELS.items():
         c = f'channel="{channel}"'
         board = board.with_row(dashboard.Row(f"{channel.upper()}  ·  target {target} s"))
-        board = board.with_panel(big(
-            "First reply, 90% within (5 min)",
-            f'max(ccpipe_frt_seconds{{{c}, quantile="0.9", window="5m"}})',
-            "s", thresholds((None, "green"), (0.8 * target, "yellow"), (target, "red")),
-            "FRT p90 over the last 5 minutes, worst queue, against the channel's target.",
-        ))  # fmt: skip
-        board = board.with_panel(big(
-            "Within target (5 min)",
-            f'sum(ccpipe_frt_sla_ratio{{{c}, window="5m"}} * ccpipe_first_responses{{{c}, window="5m"}})'
-            f' / sum(ccpipe_first_responses{{{c}, window="5m"}})',
-            "percentunit", thresholds((None, "red"), (0.8, "yellow"), (0.9, "green")),
-            "Share of first replies within the target, all queues.",
-        ))  # fmt: skip
-        board = board.with_panel(big(
-            "Waiting now",
-            f"sum(ccpipe_conversations_waiting{{{c}}})",
-            "short", thresholds((None, "green"), (10, "yellow"), (25, "red")),
-            "Customers who started and have had no reply yet.",
-        ))  # fmt: skip
-        board = board.with_panel(big(
-            "Longest wait now",
-            f"max(ccpipe_oldest_waiting_seconds{{{c}}})",
-            "s", thresholds((None, "green"), (target, "yellow"), (3 * target, "red")),
-            "How long the oldest waiting customer has waited.",
-        ))  # fmt: skip
-        board = board.with_panel(big(
-            "Solved first time (1 h)",
-            f'sum(ccpipe_fcr_ratio{{{c}, window="1h"}} * ccpipe_resolutions{{{c}, window="1h"}})'
-            f' / sum(ccpipe_resolutions{{{c}, window="1h"}})',
-            "percentunit", thresholds((None, "red"), (0.6, "yellow"), (0.75, "green")),
-            "Real-time FCR: resolutions of the last hour not reopened and not a repeat contact.",
-        ))  # fmt: skip
-        board = board.with_panel(big(
-            "Customer mood (15 min)",
-            f'sum(ccpipe_sentiment_mean{{{c}, window="15m"}} * ccpipe_sentiment_samples{{{c}, window="15m"}})'
-            f' / sum(ccpipe_sentiment_samples{{{c}, window="15m"}})',
-            "none", thresholds((None, "red"), (-0.05, "yellow"), (0.05, "green")),
-            "Mean sentiment of customer messages, -1 (angry) to +1 (happy).",
-        ))  # fmt: skip
+        for panel in (
+            big("First reply, 90% within (5 min)",
+                f'max(ccpipe_frt_seconds{{{c}, quantile="0.9", window="5m"}})',
+                "s", thresholds((None, "green"), (0.8 * target, "yellow"), (target, "red")),
+                "FRT p90 over the last 5 minutes, worst queue, against the channel's target."),
+            big("Within target (5 min)",
+                weighted_mean("ccpipe_frt_sla_ratio", "ccpipe_first_responses", f'{c}, window="5m"'),
+                "percentunit", thresholds((None, "red"), (0.8, "yellow"), (0.9, "green")),
+                "Share of first replies within the target, all queues."),
+            big("Waiting now",
+                f"sum(ccpipe_conversations_waiting{{{c}}})",
+                "short", thresholds((None, "green"), (10, "yellow"), (25, "red")),
+                "Customers who started and have had no reply yet."),
+            big("Longest wait now",
+                f"max(ccpipe_oldest_waiting_seconds{{{c}}})",
+                "s", thresholds((None, "green"), (target, "yellow"), (3 * target, "red")),
+                "How long the oldest waiting customer has waited."),
+            big("Solved first time (1 h)",
+                weighted_mean("ccpipe_fcr_ratio", "ccpipe_resolutions", f'{c}, window="1h"'),
+                "percentunit", thresholds((None, "red"), (0.6, "yellow"), (0.75, "green")),
+                "Real-time FCR: resolutions of the last hour not reopened and not a repeat contact."),
+            big("Customer mood (15 min)",
+                weighted_mean("ccpipe_sentiment_mean", "ccpipe_sentiment_samples", f'{c}, window="15m"'),
+                "none", thresholds((None, "red"), (-0.05, "yellow"), (0.05, "green")),
+                "Mean sentiment of customer messages, -1 (angry) to +1 (happy)."),
+        ):  # fmt: skip
+            board = board.with_panel(panel)
     return board
 
 
