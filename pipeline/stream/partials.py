@@ -8,9 +8,9 @@ that owns the key's partials partition keeps the newest snapshot per source part
 exports the key's gauges: the exact merge of all of them. So every series has one exporter,
 and the numbers are the same whichever worker holds which input partition.
 
-A snapshot is either complete (every window of the key the partition holds; sent every few
-seconds) or an update of the windows that changed since the last one (sent every second):
-an update costs one or two windows instead of an hour of them.
+A snapshot is either complete (every window of the key the partition holds; sent every
+REPUBLISH_EVERY, 10 s) or an update of the windows that changed since the last one (at most
+every PUBLISH_EVERY, 0.25 s): an update costs one or two windows instead of an hour of them.
 """
 
 from __future__ import annotations

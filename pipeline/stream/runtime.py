@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -29,6 +28,7 @@ from pipeline.engine import Batch, Engine
 from pipeline.engine.windows import Key
 from pipeline.events import Event, InvalidEvent, decode_event
 from pipeline.settings import EngineSettings
+from pipeline.stream.checkpoints import image
 from pipeline.stream.partials import keys_of, partial_key, snapshot
 
 log = logging.getLogger("ccpipe.worker")
@@ -289,9 +289,9 @@ class Runtime:
         self.stats.assigned = len(assigned)
         for partition in self._suspended - assigned:
             self.partitions.pop(partition, None)
-            self._last_checkpoint.pop(partition, None)
-            self._published.pop(partition, None)
-            self._published_all.pop(partition, None)
+            for bookkeeping in (self._last_checkpoint, self._checkpointed, self._dirty,
+                                self._published, self._published_all):  # fmt: skip
+                bookkeeping.pop(partition, None)
         self._suspended.clear()
 
     async def _maybe_checkpoint(self, state: PartitionEngine) -> None:
@@ -320,14 +320,14 @@ class Runtime:
         the store holds every row it produced: recovery re-creates the rows of what follows a
         checkpoint, never of what precedes it."""
         partition, offset = state.partition, state.applied_offset
-        image = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        taken = image(state)
         stored = asyncio.ensure_future(self.outputs.flush(store_timeout))  # covers the rows given so far
 
         async def save() -> bool:
             if not await stored:
                 log.info("checkpoint of partition %d postponed: the store is behind", partition)
                 return False
-            size = await self._save_checkpoint(partition, offset, image)
+            size = await self._save_checkpoint(partition, offset, taken)
             self._checkpointed[partition] = max(offset, self._checkpointed.get(partition, -1))
             self.stats.checkpoints += 1
             self.stats.checkpoint_bytes += size
