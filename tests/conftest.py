@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from streaming import fresh_topics
 
 from pipeline.broker import EmbeddedBroker, start_broker
 
@@ -23,14 +23,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 @pytest.fixture
 def topics() -> dict[str, str]:
     """Fresh topic and group names, so tests sharing the broker never see each other's data."""
-    tag = uuid.uuid4().hex[:8]
-    return {
-        "CCPIPE_INPUT_TOPIC": f"interactions-{tag}",
-        "CCPIPE_DLQ_TOPIC": f"interactions-{tag}.dlq",
-        "CCPIPE_CHECKPOINT_TOPIC": f"checkpoints-{tag}",
-        "CCPIPE_PARTIALS_TOPIC": f"partials-{tag}",
-        "CCPIPE_GROUP_ID": f"ccpipe-{tag}",
-    }
+    return fresh_topics()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -185,3 +186,15 @@ def sql_problems(worker: WorkerProcess, query: str, expected: str) -> list[str]:
         return [result.stderr.decode()]
     lines = result.stdout.decode().splitlines()
     return [] if lines[1:] == [expected] else [f"got {lines}, want {expected}"]
+
+
+def fresh_topics() -> dict[str, str]:
+    """Topic and group names of their own, for a test sharing the broker with others."""
+    tag = uuid.uuid4().hex[:8]
+    return {
+        "CCPIPE_INPUT_TOPIC": f"interactions-{tag}",
+        "CCPIPE_DLQ_TOPIC": f"interactions-{tag}.dlq",
+        "CCPIPE_CHECKPOINT_TOPIC": f"checkpoints-{tag}",
+        "CCPIPE_PARTIALS_TOPIC": f"partials-{tag}",
+        "CCPIPE_GROUP_ID": f"ccpipe-{tag}",
+    }

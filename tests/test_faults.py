@@ -20,7 +20,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer
 from storage import assert_views_equal_compute
-from streaming import WorkerProcess, gauges_match, scenario, settings_for, sql_problems, wait_until
+from streaming import (
+    WorkerProcess,
+    fresh_topics,
+    gauges_match,
+    scenario,
+    settings_for,
+    sql_problems,
+    wait_until,
+)
 
 from pipeline.broker import EmbeddedBroker, start_broker
 from pipeline.events import MAX_EVENT_BYTES, InvalidEvent, decode_event
@@ -65,7 +73,7 @@ def test_a_running_worker_dead_letters_fuzzed_input_and_keeps_exact_results(
     broker: EmbeddedBroker, bad: list[bytes], seed: int, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     workdir = tmp_path_factory.mktemp("fuzz")
-    topics = _topics()
+    topics = fresh_topics()
     settings_ = settings_for(broker, topics)
     ensure_topics(settings_)
     valid = scenario(600, seed=seed % 1000)
@@ -115,13 +123,6 @@ def test_a_running_worker_dead_letters_fuzzed_input_and_keeps_exact_results(
         store.close()
 
 
-def _topics() -> dict[str, str]:
-    tag = os.urandom(4).hex()
-    return {"CCPIPE_INPUT_TOPIC": f"fuzz-{tag}", "CCPIPE_DLQ_TOPIC": f"fuzz-{tag}.dlq",
-            "CCPIPE_CHECKPOINT_TOPIC": f"fuzz-{tag}.checkpoints", "CCPIPE_PARTIALS_TOPIC": f"fuzz-{tag}.partials",
-            "CCPIPE_GROUP_ID": f"fuzz-{tag}"}  # fmt: skip
-
-
 def _invalid_count(worker: WorkerProcess, want: int) -> list[str]:
     got = sum(v for (name, _), v in worker.scrape().items() if name == "ccpipe_events_invalid_total")
     return [] if got == want else [f"{got} invalid events counted, want {want}"]
@@ -135,7 +136,7 @@ def test_a_worker_rides_out_the_broker_frozen_for_30_seconds(tmp_path: Path) -> 
     """SIGSTOP the broker: the worker keeps serving /metrics, shows the stall (no events, a
     growing processing lag), and after SIGCONT goes on by itself, exactly."""
     frozen = start_broker(log_path=tmp_path / "broker.log")
-    topics = _topics()
+    topics = fresh_topics()
     settings_ = settings_for(frozen, topics)
     ensure_topics(settings_)
     lines = scenario(600)
