@@ -35,19 +35,14 @@ from pipeline.simulate import SimulationSettings, Simulator
 BATCH = 1000
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_rss_bytes() -> int:
-    """This process's RSS high-water mark (VmHWM: unlike ru_maxrss, not inherited from the
-    process that forked it)."""
-    with open("/proc/self/status") as status:
+def memory_bytes(field: str, pid: int | str = "self") -> int:
+    """A memory figure of /proc/PID/status: VmRSS (resident now) or VmHWM (the peak, which
+    unlike ru_maxrss is not inherited from the process that forked this one)."""
+    with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
 
 
 def generate(count: int) -> list[bytes]:
@@ -100,11 +95,11 @@ def memory_per_open_conversation(count: int) -> float:
         )
     eng = Engine()
     gc.collect()
-    before = rss_bytes()
+    before = memory_bytes("VmRSS")
     for start in range(0, len(lines), BATCH):
         eng.process([decode_event(line) for line in lines[start : start + BATCH]])
     gc.collect()
-    grown = rss_bytes() - before  # `lines` is still alive, so its memory is in neither figure
+    grown = memory_bytes("VmRSS") - before  # `lines` is still alive, so its memory is in neither figure
     assert len(eng.conversations) == count
     return grown / count
 
@@ -119,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.memory_only:
         per_conversation = memory_per_open_conversation(args.open)
-        peak = peak_rss_bytes()
+        peak = memory_bytes("VmHWM")
         print(f"open={args.open} bytes_per_open_conversation={per_conversation:.0f} peak_rss_bytes={peak}")
         return
 

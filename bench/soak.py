@@ -22,20 +22,13 @@ import time
 from pathlib import Path
 
 import orjson
+from engine import memory_bytes
 from stream import PROCESSED, Workers, scrape, total
 
 from pipeline.broker import start_broker
 from pipeline.produce import live_events, live_simulation, send_lines
 
 STATE = ("conversations", "event_ids", "windows")
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def waiting_conversations(count: int) -> list[bytes]:
@@ -87,7 +80,7 @@ def main() -> None:
             while producer.is_alive():
                 values = scrape(url)
                 behind = sent["count"] - total(values, PROCESSED)
-                seconds, rss = round(time.monotonic() - began), rss_bytes(pid)
+                seconds, rss = round(time.monotonic() - began), memory_bytes("VmRSS", pid)
                 lag = values.get("ccpipe_processing_lag_seconds", float("nan"))
                 held = [values.get(f"ccpipe_state_{name}", 0) for name in STATE]
                 samples.append((seconds, rss, behind, lag, *held))
