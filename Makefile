@@ -26,14 +26,16 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Prometheus, promtool, Alertmanager and amtool from Debian's packages (the observability tests
-# and `ccpipe run --with-prometheus` use them).
+# and `ccpipe run --with-prometheus` use them), and Chromium with its WebDriver (the wall display
+# test looks at the page in a real browser; nothing downloads a browser of its own).
 $(TOOLS):
-	@if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v amtool >/dev/null; then \
-		echo "prometheus tools present"; \
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v amtool >/dev/null \
+		&& command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "prometheus tools and chromium present"; \
 	else \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-			prometheus prometheus-alertmanager; \
+			prometheus prometheus-alertmanager chromium chromium-driver fonts-dejavu-core; \
 	fi
 	@mkdir -p $(VENV) && touch $(TOOLS)
 

@@ -35,7 +35,8 @@ from types import TracebackType
 
 import orjson
 
-from pipeline.broker import LOOPBACK, free_port, start_broker, wait_for_port
+from pipeline.broker import start_broker
+from pipeline.ports import LOOPBACK, free_port, wait_for_port
 from pipeline.processes import spawn_cli
 from pipeline.produce import live_events, live_simulation, send_lines
 from pipeline.settings import WorkerSettings

@@ -6,34 +6,12 @@ storage, stopped by PID. Production points `CCPIPE_KAFKA_BOOTSTRAP_SERVERS` at A
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.processes import stop_process
-
-LOOPBACK = "127.0.0.1"
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(host: str, port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s") from None
-            time.sleep(0.05)
+from pipeline.ports import LOOPBACK, free_port, wait_for_port
+from pipeline.processes import spawn, stop_process
 
 
 @dataclass
@@ -68,11 +46,10 @@ def start_broker(
     """Start Tansu on loopback (memory storage) and wait until it accepts connections."""
     port = port or free_port()
     url = f"tcp://{LOOPBACK}:{port}"
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
-    process = subprocess.Popen(
+    process = spawn(
         [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
          "--storage-engine", "memory://tansu/"],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+        log_path,
     )  # fmt: skip
     broker = EmbeddedBroker(process, port, log_path)
     try:

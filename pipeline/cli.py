@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from pipeline.settings import EngineSettings, SettingError, WorkerSettings, env_or_file
+from pipeline.settings import RUN_STORE, EngineSettings, SettingError, WorkerSettings, env_or_file
 
 
 def _seconds(text: str) -> float:
@@ -98,11 +98,20 @@ def _run(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         spike=args.spike,
         partitions=args.partitions,
-        store=args.store,
+        store=args.store or f"chdb://{args.data_dir}/chdb",
         with_prometheus=args.with_prometheus,
         backfill=args.backfill,
+        query_port=args.query_port,
+        wall_port=args.wall_port,
     )
     return run(options)
+
+
+def _wall(args: argparse.Namespace) -> int:
+    from pipeline.wall import serve  # noqa: PLC0415
+
+    serve(args.metrics, args.bind, args.port, title=args.title)
+    return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -137,9 +146,6 @@ def _replay(args: argparse.Namespace) -> int:
         summary = replay(settings, source, show_progress=sys.stderr.isatty())
     print(f"ccpipe replay: {summary} into {settings.input_topic}", file=sys.stderr)
     return 0
-
-
-RUN_STORE = "chdb://var/run/chdb"  # where `ccpipe run` keeps its embedded store
 
 
 def _default_store() -> str:
@@ -221,9 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the whole pipeline on embedded defaults (broker, worker, simulator, /metrics)",
         description="Start the embedded broker, a worker and the traffic simulator; stop them on Ctrl-C.",
     )
-    run.add_argument(
-        "--metrics-port", type=_port, default=9464, help="port of the worker's /metrics (default 9464)"
-    )
+    for flag, default, what in (
+        ("--metrics-port", 9464, "the worker's /metrics"),
+        ("--query-port", 9465, "the worker's loopback SQL endpoint (ccpipe sql)"),
+        ("--wall-port", 9466, "the wall display page"),
+    ):
+        run.add_argument(
+            flag, type=_port, default=None,
+            help=f"port of {what} (default {default}, or a free one when {default} is busy)",
+        )  # fmt: skip
     run.add_argument("--duration", type=_seconds, default=None, help="stop after this many seconds")
     run.add_argument(
         "--rate",
@@ -241,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--partitions", type=int, default=6, help="partitions of the topics it creates (default 6)"
     )
     run.add_argument("--data-dir", default="var/run", help="logs and working files (default var/run)")
-    run.add_argument("--store", default=RUN_STORE, help=f"store URL (default {RUN_STORE})")
+    run.add_argument(
+        "--store", default=None, help=f"store URL (default chdb://DATA_DIR/chdb, i.e. {RUN_STORE})"
+    )
     run.add_argument(
         "--with-prometheus",
         action="store_true",
@@ -254,6 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="let the simulator send this many seconds of past traffic first (default 0)",
     )
     run.set_defaults(handler=_run)
+
+    wall = commands.add_parser(
+        "wall",
+        help="serve the wall display page: live numbers per channel from one or several workers",
+        description="A self-contained page for a wall screen, fed by the workers' /metrics.",
+    )
+    wall.add_argument(
+        "--metrics", action="append", required=True, metavar="URL",
+        help="a worker's /metrics URL; repeat it for every worker (each key comes from one worker)",
+    )  # fmt: skip
+    wall.add_argument("--port", type=_port, default=9466, help="port of the page (default 9466)")
+    wall.add_argument(
+        "--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for a screen)"
+    )
+    wall.add_argument("--title", default="Contact center", help="heading of the page")
+    wall.set_defaults(handler=_wall)
 
     worker = commands.add_parser(
         "worker",

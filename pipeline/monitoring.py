@@ -17,8 +17,8 @@ from pathlib import Path
 
 import orjson
 
-from pipeline.broker import LOOPBACK, free_port
-from pipeline.processes import stop_process
+from pipeline.ports import LOOPBACK, free_port
+from pipeline.processes import spawn, stop_process
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "rules"
 RUNBOOKS = Path(__file__).resolve().parents[1] / "docs" / "runbooks.md"
@@ -71,12 +71,11 @@ def start_prometheus(
     config_path = workdir / "prometheus.yml"
     config_path.write_text(config(targets, interval))
     port = free_port()
-    with open(workdir / "prometheus.log", "ab") as log:
-        process = subprocess.Popen(
-            [binary, f"--config.file={config_path}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address={LOOPBACK}:{port}", "--storage.tsdb.retention.time=1d"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+    process = spawn(
+        [binary, f"--config.file={config_path}", f"--storage.tsdb.path={workdir / 'data'}",
+         f"--web.listen-address={LOOPBACK}:{port}", "--storage.tsdb.retention.time=1d"],
+        workdir / "prometheus.log",
+    )  # fmt: skip
     prometheus = LocalPrometheus(process, port)
     deadline = time.monotonic() + timeout
     while True:

@@ -11,6 +11,8 @@ from typing import Any
 DEFAULT_SLA_TARGETS: dict[str, float] = {"phone": 20.0, "chat": 60.0, "sms": 300.0, "email": 3600.0}
 DEFAULT_SLA_TARGET = 3600.0
 
+RUN_STORE = "chdb://var/run/chdb"  # where `ccpipe run` keeps its embedded store (and `ccpipe sql` looks)
+
 ROLLING_SPANS: dict[str, float] = {"5m": 300.0, "15m": 900.0, "1h": 3600.0}
 
 
@@ -268,6 +270,12 @@ WORKER_SETTINGS: tuple[Setting, ...] = (
         _parse_seconds,
     ),
     Setting("CCPIPE_KAFKA_SESSION_TIMEOUT_SECONDS", "30", "consumer group session timeout", _parse_seconds),
+    Setting(
+        "CCPIPE_SHUTDOWN_TIMEOUT_SECONDS",
+        "25",
+        "on SIGTERM/SIGINT/SIGHUP a worker stops gracefully, and exits after this at the latest",
+        _parse_seconds,
+    ),
     Setting("CCPIPE_DATA_DIR", "var/ccpipe", "local working directory of the worker", _parse_text),
     Setting(
         "CCPIPE_LOG_LEVEL",
@@ -329,6 +337,7 @@ class WorkerSettings:
     batch_within_seconds: float
     checkpoint_interval_seconds: float
     kafka_session_timeout_seconds: float
+    shutdown_timeout_seconds: float
     data_dir: str
     log_level: str
 

@@ -18,10 +18,11 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.broker import LOOPBACK, EmbeddedBroker, free_port, wait_for_port
+from pipeline.broker import EmbeddedBroker
 from pipeline.engine import Engine
 from pipeline.events import Event, decode_event
 from pipeline.exporter import QUANTILE_FIELDS, ROLLING_GAUGES
+from pipeline.ports import LOOPBACK, free_port, wait_for_port
 from pipeline.processes import spawn_cli, stop_process
 from pipeline.settings import WorkerSettings
 from pipeline.simulate import SimulationSettings, Simulator

@@ -54,14 +54,24 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def chdb_dir(url: str) -> Path | None:
+    """The absolute directory of a chdb:// URL (None for a server URL): the store's identity,
+    whatever the spelling (relative, `..`, symlinks)."""
+    parts = urlsplit(url)
+    if parts.scheme != "chdb":
+        return None
+    path = (parts.netloc + parts.path) if parts.netloc else parts.path
+    if not path:
+        raise SettingError(f"store URL {url!r} needs a directory: chdb:///path/to/dir")
+    return Path(path).resolve()
+
+
 def open_backend(url: str) -> Backend:
     """A backend for a store URL; a malformed URL is a SettingError naming the expected forms."""
     parts = urlsplit(url)
-    if parts.scheme == "chdb":
-        path = (parts.netloc + parts.path) if parts.netloc else parts.path
-        if not path:
-            raise SettingError(f"store URL {url!r} needs a directory: chdb:///path/to/dir")
-        return ChdbBackend(url, Path(path))
+    path = chdb_dir(url)
+    if path is not None:
+        return ChdbBackend(url, path)
     if parts.scheme in {"clickhouse", "clickhouses"}:
         if not parts.hostname:
             raise SettingError(f"store URL {redact(url)!r} needs a host: clickhouse://user:pass@host:9000/db")

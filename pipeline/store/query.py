@@ -1,26 +1,31 @@
 """`ccpipe sql` and `ccpipe migrate`: analysts' and operators' access to the store.
 
 A chDB directory can be opened by one process only. When a worker holds it, `ccpipe sql`
-sends the query to that worker's loopback endpoint (`/sql` on CCPIPE_QUERY_PORT), where it
-runs read-only between two writes; otherwise it opens the directory itself, read-only too.
+sends the query to that worker's loopback endpoint (`/sql`), where it runs read-only between
+two writes; otherwise it opens the directory itself, read-only too. The worker is found through
+the endpoint file it keeps in the store directory (or CCPIPE_QUERY_PORT), and every request
+names the store it means: a worker serving another store refuses it, so an answer always comes
+from the store that was asked for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
-from pipeline.broker import LOOPBACK
-from pipeline.store.backends import QueryResult, StoreUnavailable, open_backend
+from pipeline.ports import LOOPBACK
+from pipeline.store.backends import QueryResult, StoreUnavailable, chdb_dir, open_backend
 
 FORMATS = ("table", "csv", "json")
+STORE_HEADER = "X-Ccpipe-Store"  # the chDB directory a /sql request means
+ENDPOINT_FILE = "ccpipe-query.json"  # in a chDB directory held by a worker: {"port": .., "pid": ..}
 
 
 class QueryError(Exception):
@@ -28,45 +33,71 @@ class QueryError(Exception):
 
 
 def run_query(store_url: str, sql: str, query_port: int) -> QueryResult:
-    parts = urlsplit(store_url)
-    if parts.scheme != "chdb":
-        backend = open_backend(store_url)
+    path = chdb_dir(store_url)
+    if path is None:
+        return _select(store_url, sql)
+    if not (path / "metadata").is_dir():
+        what = "the directory does not exist" if not path.exists() else "it holds no chDB store"
+        raise QueryError(f"there is no chDB store at {path} ({what}): check --store or CCPIPE_STORE_URL")
+    refusals = []
+    for port in dict.fromkeys((*_advertised_port(path), query_port)):
+        endpoint = f"http://{LOOPBACK}:{port}/sql"
         try:
-            return backend.select(sql, readonly=True)
-        except StoreUnavailable as exc:
-            raise QueryError(str(exc)) from exc
-        finally:
-            backend.close()
-    endpoint = f"http://{LOOPBACK}:{query_port}/sql"
+            return _ask_worker(endpoint, sql, path)
+        except urllib.error.URLError as unreachable:
+            refusals.append(f"nothing answers at {endpoint} ({unreachable.reason})")
+        except WrongStore as other:
+            refusals.append(f"the worker at {endpoint} serves {other}")
     try:
-        return _ask_worker(endpoint, sql)
-    except urllib.error.URLError as unreachable:
-        path = Path(parts.netloc + parts.path)
-        if not path.exists():
-            raise QueryError(
-                f"no running ccpipe worker answers at {endpoint} ({unreachable.reason}) "
-                f"and there is no chDB store at {path}: start `ccpipe run`, or pass --store"
-            ) from None
-        try:
-            backend = open_backend(store_url)
-        except StoreUnavailable as exc:
-            raise QueryError(
-                f"the chDB store at {path} is in use by another process, and no ccpipe worker answers at "
-                f"{endpoint}: is CCPIPE_QUERY_PORT the worker's? ({exc})"
-            ) from None
-        try:
-            return backend.select(sql, readonly=True)
-        finally:
-            backend.close()
+        return _select(store_url, sql)
+    except StoreUnavailable:
+        raise QueryError(
+            f"the chDB store at {path} is in use by another process and no ccpipe worker serving it "
+            f"answers ({'; '.join(refusals)}): query it through the worker that holds it "
+            "(CCPIPE_QUERY_PORT), or stop that process"
+        ) from None
 
 
-def _ask_worker(endpoint: str, sql: str) -> QueryResult:
-    request = urllib.request.Request(endpoint, data=sql.encode(), method="POST")
+def _select(store_url: str, sql: str) -> QueryResult:
+    backend = open_backend(store_url)
+    try:
+        return backend.select(sql, readonly=True)
+    except StoreUnavailable as exc:
+        if chdb_dir(store_url) is not None:
+            raise
+        raise QueryError(str(exc)) from exc
+    finally:
+        backend.close()
+
+
+def _advertised_port(path: Path) -> tuple[int, ...]:
+    """The query port a worker holding this store wrote into it, if any."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return (int(orjson.loads((path / ENDPOINT_FILE).read_bytes())["port"]),)
+    return ()
+
+
+class WrongStore(Exception):  # noqa: N818 - reads as the condition it is
+    """A worker answered, but for another store (its directory is the message)."""
+
+
+def _ask_worker(endpoint: str, sql: str, store: Path) -> QueryResult:
+    request = urllib.request.Request(
+        endpoint, data=sql.encode(), method="POST", headers={STORE_HEADER: str(store)}
+    )
     try:
         with urllib.request.urlopen(request, timeout=120) as response:  # loopback only
             body = orjson.loads(response.read())
     except urllib.error.HTTPError as refused:
-        raise QueryError(orjson.loads(refused.read()).get("error", str(refused))) from None
+        try:
+            answer = orjson.loads(refused.read())
+        except orjson.JSONDecodeError:
+            raise WrongStore(f"no store: it is not a ccpipe worker (HTTP {refused.code})") from None
+        if refused.code == 409:
+            raise WrongStore(answer.get("store", "another store")) from None
+        raise QueryError(answer.get("error", str(refused))) from None
+    if body.get("store") != str(store):  # a worker that does not say which store it serves
+        raise WrongStore(body.get("store", "an unnamed store"))
     return QueryResult(body["names"], body["types"], body["rows"])
 
 

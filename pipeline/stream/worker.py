@@ -20,16 +20,18 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pipeline.broker import LOOPBACK
 from pipeline.engine import Batch
 from pipeline.events import InvalidEvent
 from pipeline.exporter import Exporter
+from pipeline.ports import LOOPBACK, listen
 from pipeline.settings import WorkerSettings
-from pipeline.store.backends import open_backend, redact
+from pipeline.store.backends import chdb_dir, open_backend, redact
 from pipeline.store.migrations import migrate
+from pipeline.store.query import ENDPOINT_FILE, STORE_HEADER
 from pipeline.store.sink import StoreSink
 from pipeline.store.writer import StoreWriter
 from pipeline.stream.checkpoints import CheckpointStore, restore
+from pipeline.stream.faust_internals import bounded_worker
 from pipeline.stream.kafka import aiokafka_options, faust_credentials
 from pipeline.stream.partials import MergedViews
 from pipeline.stream.runtime import (
@@ -54,6 +56,11 @@ class Worker:
         import faust  # noqa: PLC0415 - slow import, only for workers
 
         self.settings = settings
+        # Bound first: a busy port stops the worker at once, with the setting to change.
+        self._sockets = (
+            listen(settings.metrics_bind, settings.metrics_port, "CCPIPE_METRICS_PORT"),
+            listen(LOOPBACK, settings.query_port, "CCPIPE_QUERY_PORT"),
+        )
         self.kafka = aiokafka_options(settings)
         data_dir = Path(settings.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -90,6 +97,7 @@ class Worker:
             source=settings.input_topic,
         )
         self.backend = open_backend(settings.store())
+        self.store_dir = chdb_dir(settings.store())
         self.exporter = Exporter(
             self.views,
             newest_processed=lambda: self.runtime.newest_event_time,
@@ -223,46 +231,67 @@ class Worker:
             return web.Response(text="ok\n")
 
         async def sql(request: web.Request) -> web.Response:
+            asked = request.headers.get(STORE_HEADER)
+            if asked is not None and asked != str(self.store_dir):
+                return web.json_response(
+                    {
+                        "error": f"this worker serves {self.store_dir}, not {asked}",
+                        "store": str(self.store_dir),
+                    },
+                    status=409,
+                )
             try:
                 result = await self.writer.query(await request.text())
             except Exception as exc:  # the analyst's error, returned to the analyst
                 return web.json_response({"error": str(exc)}, status=400)
-            return web.json_response({"names": result.names, "types": result.types, "rows": result.rows},
-                                     dumps=lambda v: orjson.dumps(v, default=str).decode())  # fmt: skip
+            body = {"names": result.names, "types": result.types, "rows": result.rows,
+                    "store": str(self.store_dir)}  # fmt: skip
+            return web.json_response(body, dumps=lambda v: orjson.dumps(v, default=str).decode())
 
         public = web.Application()
         public.router.add_get("/metrics", metrics)
         public.router.add_get("/healthz", healthz)
         private = web.Application(client_max_size=1024 * 1024)
         private.router.add_post("/sql", sql)
-        for app, host, port in ((public, self.settings.metrics_bind, self.settings.metrics_port),
-                                (private, LOOPBACK, self.settings.query_port)):  # fmt: skip
+        for app, sock in zip((public, private), self._sockets, strict=True):
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            await web.TCPSite(runner, host, port).start()
+            await web.SockSite(runner, sock).start()
             self._http.append(runner)
+        if self.store_dir is not None:  # how `ccpipe sql --store` finds the worker holding it
+            self._endpoint().write_bytes(orjson.dumps({"port": self.settings.query_port, "pid": os.getpid()}))
+
+    def _endpoint(self) -> Path:
+        assert self.store_dir is not None
+        return self.store_dir / ENDPOINT_FILE
 
     # --- running ---------------------------------------------------------------------------
 
     def run(self) -> None:
         """Create topics, run (and serve /metrics) until SIGTERM/SIGINT; checkpoint on the way out."""
-        import faust  # noqa: PLC0415
-
         ensure_topics(self.settings)
         applied = migrate(self.backend, self.settings.store_ttl_days)
         if applied:
             log.info("store %s: applied migrations %s", redact(self.backend.url), ", ".join(applied))
         self.app.on_before_shutdown.connect(self._on_shutdown)
-        worker = faust.Worker(self.app, loglevel=self.settings.log_level, quiet=True, redirect_stdouts=False)
+        worker = bounded_worker(
+            self.app, self.settings.shutdown_timeout_seconds,
+            loglevel=self.settings.log_level, quiet=True, redirect_stdouts=False,
+        )  # fmt: skip
         worker.execute_from_commandline()
 
     async def _on_shutdown(self, sender: Any, **_: Any) -> None:
+        """Flush, checkpoint and let go, each within a share of the shutdown bound (the hard
+        bound itself is in faust_internals.bounded_worker)."""
+        share = self.settings.shutdown_timeout_seconds / 3
+        if self.store_dir is not None:
+            self._endpoint().unlink(missing_ok=True)
         try:
-            await asyncio.wait_for(self.runtime.checkpoint_all(), timeout=20)
+            await asyncio.wait_for(self.runtime.checkpoint_all(), timeout=share)
         except Exception as exc:  # a failed goodbye checkpoint only costs a longer catch-up
             log.warning("final checkpoint failed: %r", exc)
         finally:
-            await self.writer.stop()
+            await self.writer.stop(timeout=share)
             await self.checkpoints.stop()
             for runner in self._http:
                 await runner.cleanup()
