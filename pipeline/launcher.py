@@ -14,6 +14,7 @@ import contextlib
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -143,7 +144,8 @@ def choose_ports(choices: list[PortChoice], host: str = LOOPBACK) -> tuple[list[
 
 def scrape_totals(url: str) -> tuple[float, float | None]:
     """(events processed, processing lag) from a worker's /metrics, for the status line."""
-    with urllib.request.urlopen(url, timeout=2) as response:  # our own loopback endpoint
+    only = "?name[]=ccpipe_events_total&name[]=ccpipe_processing_lag_seconds"  # skips the rolling views
+    with urllib.request.urlopen(url + only, timeout=2) as response:  # our own loopback endpoint
         text = response.read().decode()
     events, lag = 0.0, None
     for line in text.splitlines():
@@ -184,6 +186,7 @@ def run(options: RunOptions) -> int:
 
 
 def _run(options: RunOptions, children: Children, metrics_port: int, query_port: int, wall_port: int) -> int:
+    began = time.monotonic()
     options.data_dir.mkdir(parents=True, exist_ok=True)
     if options.bootstrap is None:
         children.broker = start_broker(log_path=options.data_dir / "broker.log")
@@ -214,8 +217,8 @@ def _run(options: RunOptions, children: Children, metrics_port: int, query_port:
             [f"{settings.metrics_bind}:{metrics_port}"], options.data_dir / "prometheus"
         )
     _banner(children, bootstrap, metrics, wall, options)
-    _wait_until_serving(children, metrics, timeout=90)
-    return _watch(children, metrics, options.duration)
+    _wait_until_listening(children, settings.metrics_bind, metrics_port, timeout=90)
+    return _watch(children, metrics, options.duration, began)
 
 
 def _fail(child: Child) -> int:
@@ -228,17 +231,16 @@ def _fail(child: Child) -> int:
     return 1
 
 
-def _wait_until_serving(children: Children, metrics: str, timeout: float) -> None:
-    """Until the worker serves /metrics; a child that exits meanwhile ends the run at once."""
+def _wait_until_listening(children: Children, host: str, port: int, timeout: float) -> None:
+    """Until the worker listens for /metrics; a child that exits meanwhile ends the run at once."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if (child := children.exited()) is not None:
             raise SystemExit(_fail(child))
-        with contextlib.suppress(OSError):
-            urllib.request.urlopen(metrics + "?name[]=ccpipe_processing_lag_seconds", timeout=1).close()
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
             return
         time.sleep(WATCH_EVERY)
-    raise SystemExit(f"ccpipe run: the worker did not serve {metrics} within {timeout:g} s")
+    raise SystemExit(f"ccpipe run: the worker did not listen on {host}:{port} within {timeout:g} s")
 
 
 def _banner(children: Children, bootstrap: str, metrics: str, wall: str, options: RunOptions) -> None:
@@ -284,15 +286,13 @@ def _ccpipe() -> str:
         return str(script)
 
 
-def _watch(children: Children, metrics: str, duration: float | None) -> int:
-    began = time.monotonic()
+def _watch(children: Children, metrics: str, duration: float | None, began: float) -> int:
     next_status = began + STATUS_EVERY
     while duration is None or time.monotonic() - began < duration:
         if (child := children.exited()) is not None:
             return _fail(child)
         time.sleep(WATCH_EVERY)
         if time.monotonic() >= next_status:
-            next_status += STATUS_EVERY
             with contextlib.suppress(OSError, ValueError):
                 events, lag = scrape_totals(metrics)
                 lag_text = f"{lag:.1f} s" if lag is not None else "-"
@@ -300,4 +300,5 @@ def _watch(children: Children, metrics: str, duration: float | None) -> int:
                     f"[{time.monotonic() - began:5.0f} s] events processed: {events:,.0f}   lag: {lag_text}",
                     flush=True,
                 )
+            next_status = time.monotonic() + STATUS_EVERY
     return 0

@@ -1,0 +1,199 @@
+"""The wall display in a real headless Chromium (Debian's chromium + chromium-driver, Selenium):
+the numbers on the page equal the worker's scraped gauges folded per channel, a spike turns its
+channel's tile red, a missing worker shows a banner, and a screenshot stays in var/ to look at."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from streaming import Sample, WorkerProcess, lines_of, settings_for, wait_until
+from support import T0, agent_msg, customer_msg, event
+
+from pipeline.broker import EmbeddedBroker
+from pipeline.ports import LOOPBACK, free_port, wait_for_port
+from pipeline.processes import spawn_cli, stop_process
+from pipeline.produce import send_lines
+from pipeline.stream.topics import ensure_topics
+
+SCREENSHOT = Path(__file__).resolve().parents[1] / "var" / "wall.png"
+FIELDS = ("frt_p90_seconds", "within_target_ratio", "waiting", "oldest_waiting_seconds", "fcr_ratio",
+          "sentiment_mean")  # fmt: skip
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG: chromedriver dies with us
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                     "--window-size=1920,1080"):  # fmt: skip
+        options.add_argument(argument)
+    service = Service(shutil.which("chromedriver"), popen_kw={"preexec_fn": _die_with_parent})
+    driver = webdriver.Chrome(service=service, options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _traffic(
+    ago: float, channel: str, queue: str, frts: list[float], tag: str, **extra: Any
+) -> list[dict[str, Any]]:
+    """Conversations started `ago` seconds before now, answered after each of `frts` seconds."""
+    t = time.time() - T0 - ago
+    events = []
+    for n, frt in enumerate(frts):
+        cid, who = f"{tag}-{n}", f"{tag}-u{n}"
+        common = {"channel": channel, "queue": queue, "customer": who}
+        events += [customer_msg(f"{cid}-q", cid, t + n, sentiment=extra.get("mood", 0.0), **common),
+                   agent_msg(f"{cid}-a", cid, t + n + frt, **common),
+                   event(f"{cid}-r", "conversation_resolved", cid, t + n + frt + 1, **common)]  # fmt: skip
+    return events
+
+
+def expected_tiles(samples: dict[Sample, float]) -> dict[str, dict[str, float | None]]:
+    """What the Grafana wall's queries give per channel: worst-queue p90 and sums, sample-weighted
+    means (the test's own fold of the scraped gauges)."""
+    by: dict[str, dict[tuple[str, str], dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for (name, labels), value in samples.items():
+        tags = dict(labels)
+        if "channel" in tags and "queue" in tags:
+            key = (
+                name
+                + ("@" + tags["window"] if "window" in tags else "")
+                + ("#" + tags["quantile"] if "quantile" in tags else "")
+            )
+            by[tags["channel"]][(tags["channel"], tags["queue"])][key] = value
+
+    def weighted(queues: Any, ratio: str, weight: str) -> float | None:
+        pairs = [(q[ratio], q[weight]) for q in queues if ratio in q and q.get(weight)]
+        total = sum(w for _, w in pairs)
+        return sum(r * w for r, w in pairs) / total if total else None
+
+    tiles = {}
+    for channel, per_queue in by.items():
+        queues = list(per_queue.values())
+        p90s = [q["ccpipe_frt_seconds@5m#0.9"] for q in queues if "ccpipe_frt_seconds@5m#0.9" in q]
+        olds = [q["ccpipe_oldest_waiting_seconds"] for q in queues if q.get("ccpipe_conversations_waiting")]
+        tiles[channel] = {
+            "frt_p90_seconds": max(p90s) if p90s else None,
+            "within_target_ratio": weighted(queues, "ccpipe_frt_sla_ratio@5m", "ccpipe_first_responses@5m"),
+            "waiting": sum(q.get("ccpipe_conversations_waiting", 0) for q in queues),
+            "oldest_waiting_seconds": max(olds) if olds else None,
+            "fcr_ratio": weighted(queues, "ccpipe_fcr_ratio@1h", "ccpipe_resolutions@1h"),
+            "sentiment_mean": weighted(queues, "ccpipe_sentiment_mean@15m", "ccpipe_sentiment_samples@15m"),
+        }
+    return tiles
+
+
+READ_TILES = """
+return Array.from(document.querySelectorAll("section.tile")).map(tile => ({
+  channel: tile.dataset.channel, status: tile.dataset.status,
+  values: Array.from(tile.querySelectorAll(".value")).map(v => [v.dataset.metric, v.dataset.value, v.textContent]),
+}));
+"""
+
+
+def page_tiles(driver: Any) -> dict[str, dict[str, Any]]:
+    """Each tile's status and its numbers (data-value) and their text as the page shows them, read
+    in one script call (the page redraws every second)."""
+    tiles = {}
+    for tile in driver.execute_script(READ_TILES):
+        values = {metric: (raw, text) for metric, raw, text in tile["values"]}
+        tiles[tile["channel"]] = {
+            "status": tile["status"],
+            "text": {field: values[field][1] for field in FIELDS},
+            **{field: float(values[field][0]) if values[field][0] else None for field in FIELDS},
+        }
+    return tiles
+
+
+def page_equals_gauges(driver: Any, worker: WorkerProcess) -> list[str]:
+    shown = page_tiles(driver)
+    want = expected_tiles(worker.scrape())
+    problems = [f"channels {sorted(shown)} != {sorted(want)}"] if shown.keys() != want.keys() else []
+    for channel in shown.keys() & want.keys():
+        for field in FIELDS:
+            got, expected = shown[channel][field], want[channel][field]
+            tolerance = 5.0 if field == "oldest_waiting_seconds" else 1e-9  # it grows between the two reads
+            if (got is None) != (expected is None) or (
+                got is not None and abs(got - expected) > tolerance * max(1.0, abs(expected))  # type: ignore[operator]
+            ):
+                problems.append(f"{channel} {field}: page {got}, gauges {expected}")
+    return problems
+
+
+def test_wall_page_shows_the_gauges_and_turns_red_on_a_spike(
+    broker: EmbeddedBroker, topics: dict[str, str], tmp_path: Path, browser: Any
+) -> None:
+    settings = settings_for(broker, topics)
+    ensure_topics(settings)
+    calm = (
+        _traffic(150, "phone", "billing", [4, 5, 6, 7], "p", mood=0.6)
+        + _traffic(140, "chat", "billing", [20, 30], "cb", mood=-0.4)
+        + _traffic(130, "chat", "tech", [50, 55], "ct", mood=0.1)
+        + [
+            customer_msg(
+                "w1", "wait-1", time.time() - T0 - 40, channel="email", queue="support", customer="w"
+            )
+        ]
+    )
+    send_lines(settings, lines_of(calm))
+    worker = WorkerProcess(broker.bootstrap, tmp_path, **topics).start()
+    wall_port = free_port()
+    wall = spawn_cli(
+        ["wall", "--port", str(wall_port), "--metrics", worker.url], worker.env, tmp_path / "wall.log"
+    )
+    try:
+        wait_until(lambda: [] if expected_tiles(worker.scrape()).get("phone", {}).get("frt_p90_seconds")
+                   else ["no phone p90 yet"], 90, "gauges")  # fmt: skip
+        wait_for_port(LOOPBACK, wall_port, timeout=30)
+        browser.get(f"http://{LOOPBACK}:{wall_port}/")
+        wait_until(lambda: page_equals_gauges(browser, worker), 30, "page equal to the gauges")
+        tiles = page_tiles(browser)
+        phone = tiles["phone"]
+        assert (
+            phone["status"] == "good"
+            and phone["text"]["frt_p90_seconds"] == f"{phone['frt_p90_seconds']:.0f} s"
+        )
+        assert tiles["chat"]["status"] == "warn"  # p90 50 s: over 80 % of the 60 s target
+        assert tiles["chat"]["text"]["within_target_ratio"] == "100%"
+        assert tiles["email"]["waiting"] == 1 and tiles["email"]["text"]["waiting"] == "1"
+        assert tiles["phone"]["text"]["sentiment_mean"] == "+0.60"
+
+        # A spike: phone replies now take two minutes; the phone tile turns red, chat stays amber.
+        send_lines(settings, lines_of(_traffic(125, "phone", "billing", [118, 119, 120], "spike", mood=-0.7)))
+        wait_until(lambda: [] if page_tiles(browser)["phone"]["status"] == "bad" else ["phone not red"],
+                   30, "phone tile red")  # fmt: skip
+        wait_until(
+            lambda: page_equals_gauges(browser, worker), 30, "page equal to the gauges after the spike"
+        )
+        tiles = page_tiles(browser)
+        assert tiles["phone"]["text"]["frt_p90_seconds"] in {"1m 59s", "2m 00s"}  # 119 or 120 s: both exact
+        assert tiles["chat"]["status"] == "warn"
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        browser.save_screenshot(str(SCREENSHOT))
+
+        # The worker goes away: the page says so instead of showing old numbers as if current.
+        worker.stop()
+        from selenium.webdriver.common.by import By
+
+        wait_until(lambda: [] if "not answering" in browser.find_element(By.ID, "banner").text
+                   else ["no banner"], 30, "banner")  # fmt: skip
+    finally:
+        stop_process(wall)
+        worker.stop()
