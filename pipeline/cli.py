@@ -6,11 +6,19 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from pipeline.settings import RUN_STORE, EngineSettings, SettingError, WorkerSettings, env_or_file
+from pipeline.settings import (
+    ENGINE_SETTINGS,
+    RUN_STORE,
+    EngineSettings,
+    Setting,
+    SettingError,
+    WorkerSettings,
+    env_or_file,
+)
 
 
 def _seconds(text: str) -> float:
@@ -21,6 +29,18 @@ def _seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number of seconds greater than 0, got {text!r}")
     return value
+
+
+def _flag_parser(declared: Setting) -> Callable[[str], Any]:
+    """The setting's own parser, its error shown by argparse next to the flag."""
+
+    def parse(text: str) -> Any:
+        try:
+            return declared.parse(declared.flag, text)
+        except SettingError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
 def _port(text: str) -> int:
@@ -51,11 +71,8 @@ def _open_input(path: str) -> Iterator[tuple[IO[bytes], int | None]]:
 def _compute(args: argparse.Namespace) -> int:
     from pipeline.compute import run_compute  # noqa: PLC0415 - keep `ccpipe --help` fast
 
-    settings = EngineSettings(
-        window_seconds=args.window_seconds,
-        fcr_horizon_seconds=args.fcr_horizon_seconds,
-        allowed_lateness_seconds=args.allowed_lateness_seconds,
-    )
+    given = {s.field: getattr(args, s.field) for s in ENGINE_SETTINGS if getattr(args, s.field) is not None}
+    settings = EngineSettings(**given)
     with (
         _open_input(args.input) as (source, size),
         open(args.windows_out, "wb") as windows_out,
@@ -193,21 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument(
         "--conversations-out", required=True, help="where to write conversation records (JSONL)"
     )
-    compute.add_argument(
-        "--window-seconds", type=_seconds, default=60.0, help="tumbling window size (default 60)"
-    )
-    compute.add_argument(
-        "--fcr-horizon-seconds",
-        type=_seconds,
-        default=604800.0,
-        help="FCR horizon H (default 604800 = 7 days)",
-    )
-    compute.add_argument(
-        "--allowed-lateness-seconds",
-        type=_non_negative_seconds,
-        default=300.0,
-        help="allowed lateness (default 300)",
-    )
+    for declared in ENGINE_SETTINGS:  # every engine setting, as the workers' environment has it
+        shown = declared.shown_default or "none"
+        compute.add_argument(
+            declared.flag, dest=declared.field, default=None, type=_flag_parser(declared),
+            help=f"{declared.help} (default {shown}; a worker's {declared.env})",
+        )  # fmt: skip
     compute.set_defaults(handler=_compute)
 
     generate = commands.add_parser(

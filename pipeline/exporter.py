@@ -18,33 +18,21 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pipeline.engine import Batch
-from pipeline.engine.windows import Key
+from pipeline.engine.windows import FIELDS, Key
 from pipeline.settings import EngineSettings
 
 disable_created_metrics()  # `*_created` series only add noise to every counter
 
 FRT_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 300, 600, 1800, 3600, 7200, 14400, 86400)
 
-# (metric, help, field of a rolling view)
-ROLLING_GAUGES = (
-    ("ccpipe_frt_mean_seconds", "Rolling mean first response time", "frt_mean_seconds"),
-    ("ccpipe_frt_sla_ratio", "Rolling share of first responses within the channel target", "frt_sla_ratio"),
-    ("ccpipe_first_responses", "First responses (FRT samples) in the rolling window", "first_responses"),
-    ("ccpipe_abandonment_ratio", "Rolling abandoned / (abandoned + first responses)", "abandonment_ratio"),
-    ("ccpipe_fcr_ratio", "Rolling real-time first-contact resolution ratio", "fcr_ratio"),
-    # Sample counts behind the ratios, so dashboards can weight queues into a channel total.
-    ("ccpipe_resolutions", "Resolutions in the rolling window", "resolved"),
-    ("ccpipe_sentiment_samples", "Scored customer messages in the rolling window", "sentiment_samples"),
-    ("ccpipe_sentiment_mean", "Rolling mean customer sentiment (-1..1)", "sentiment_mean"),
-    (
-        "ccpipe_sentiment_negative_ratio",
-        "Rolling share of customer messages scored <= -0.05",
-        "sentiment_negative_ratio",
-    ),
-    ("ccpipe_csat_mean", "Rolling mean CSAT (1..5)", "csat_mean"),
-    ("ccpipe_nps", "Rolling NPS (-100..100)", "nps"),
-)
-QUANTILE_FIELDS = (("0.5", "frt_p50_seconds"), ("0.9", "frt_p90_seconds"), ("0.99", "frt_p99_seconds"))
+# (metric, help, field of a rolling view), and (metric, help, ((quantile, field), ...)): from the
+# window fields' declarations (pipeline/engine/windows.py), each gauge named once there.
+ROLLING_GAUGES = tuple((f.gauge, f.help, f.name) for f in FIELDS if f.gauge and f.quantile is None)
+QUANTILE_GAUGES = tuple(
+    (gauge, next(f.help for f in FIELDS if f.gauge == gauge),
+     tuple((f.quantile, f.name) for f in FIELDS if f.gauge == gauge))
+    for gauge in dict.fromkeys(f.gauge for f in FIELDS if f.quantile is not None)
+)  # fmt: skip
 
 
 class Views(Protocol):
@@ -64,32 +52,33 @@ class RollingCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         """The names only, so `/metrics?name[]=…` of other series skips computing these."""
-        yield GaugeMetricFamily("ccpipe_frt_seconds", "", labels=["channel", "queue", "window", "quantile"])
+        for name, _, _ in QUANTILE_GAUGES:
+            yield GaugeMetricFamily(name, "", labels=["channel", "queue", "window", "quantile"])
         for name, _, _ in ROLLING_GAUGES:
             yield GaugeMetricFamily(name, "", labels=["channel", "queue", "window"])
         yield GaugeMetricFamily("ccpipe_frt_target_seconds", "", labels=["channel"])
 
     def collect(self) -> Iterator[Metric]:
         rolling = self.views.rolling()
-        quantiles = GaugeMetricFamily(
-            "ccpipe_frt_seconds",
-            "Rolling first response time quantiles",
-            labels=["channel", "queue", "window", "quantile"],
-        )
+        quantiles = {
+            name: GaugeMetricFamily(name, text, labels=["channel", "queue", "window", "quantile"])
+            for name, text, _ in QUANTILE_GAUGES
+        }
         families = {
             name: GaugeMetricFamily(name, text, labels=["channel", "queue", "window"])
             for name, text, _ in ROLLING_GAUGES
         }
         for window, by_key in rolling.items():
             for (channel, queue), fields in sorted(by_key.items()):
-                for quantile, field in QUANTILE_FIELDS:
-                    if fields[field] is not None:
-                        quantiles.add_metric([channel, queue, window, quantile], fields[field])
+                for name, _, pairs in QUANTILE_GAUGES:
+                    for quantile, field in pairs:
+                        if fields[field] is not None:
+                            quantiles[name].add_metric([channel, queue, window, quantile], fields[field])
                 for name, _, field in ROLLING_GAUGES:
                     value = fields[field]
                     if value is not None:
                         families[name].add_metric([channel, queue, window], value)
-        yield quantiles
+        yield from quantiles.values()
         yield from families.values()
 
         # Each channel's FRT target, so alert rules compare against it without a copy of it.

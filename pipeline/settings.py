@@ -1,11 +1,22 @@
-"""Every engine setting in one place: its default, its meaning and its validation."""
+"""Every setting, declared once: its field, environment name, parser, default and help.
+
+A setting is a field of `EngineSettings` (what the metric engine needs, identical for
+`ccpipe compute` and the live workers) or of `WorkerSettings` (what a worker process needs
+besides), declared with `setting(...)`. The environment reading (`WorkerSettings.from_env`),
+the `ccpipe compute` flags (`ENGINE_SETTINGS`), the README's configuration table
+(`settings_table`, held equal by a test) and the deploy manifests' names all come from those
+declarations.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pipeline.calendars import ALWAYS_OPEN, CalendarError, Calendars, load_calendars
 
 # Channel first-response targets (seconds) for `frt_sla_ratio`; any other channel uses the default.
 DEFAULT_SLA_TARGETS: dict[str, float] = {"phone": 20.0, "chat": 60.0, "sms": 300.0, "email": 3600.0}
@@ -20,52 +31,7 @@ class SettingError(ValueError):
     """A setting has a value it cannot take; the message names the setting and the expected form."""
 
 
-@dataclass(frozen=True, slots=True)
-class EngineSettings:
-    """What the metric engine needs to know; identical for `ccpipe compute` and the live workers."""
-
-    window_seconds: float = 60.0
-    fcr_horizon_seconds: float = 7 * 86400.0
-    allowed_lateness_seconds: float = 300.0
-    sla_targets: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SLA_TARGETS))
-    sla_default_seconds: float = DEFAULT_SLA_TARGET
-    # An event more than this far ahead of the newest valid event is invalid (contract §1).
-    future_tolerance_seconds: float = 86400.0
-    # How long (event time) an event_id is remembered for de-duplication.
-    dedup_horizon_seconds: float = 86400.0
-    # An unresolved conversation with no event for this long leaves memory.
-    idle_timeout_seconds: float = 7 * 86400.0
-
-    def __post_init__(self) -> None:
-        _positive("window_seconds", self.window_seconds)
-        _positive("fcr_horizon_seconds", self.fcr_horizon_seconds)
-        _non_negative("allowed_lateness_seconds", self.allowed_lateness_seconds)
-        _positive("future_tolerance_seconds", self.future_tolerance_seconds)
-        _positive("dedup_horizon_seconds", self.dedup_horizon_seconds)
-        _positive("sla_default_seconds", self.sla_default_seconds)
-        for channel, target in self.sla_targets.items():
-            _positive(f"sla_targets[{channel}]", target)
-        if self.idle_timeout_seconds < self.allowed_lateness_seconds:
-            raise SettingError(
-                "idle_timeout_seconds must be at least allowed_lateness_seconds "
-                f"({self.allowed_lateness_seconds}), got {self.idle_timeout_seconds}"
-            )
-
-    def sla_target(self, channel: str) -> float:
-        return self.sla_targets.get(channel, self.sla_default_seconds)
-
-
-def _positive(name: str, value: float) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-        raise SettingError(f"{name} must be a number of seconds greater than 0, got {value!r}")
-
-
-def _non_negative(name: str, value: float) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
-        raise SettingError(f"{name} must be a number of seconds, 0 or more, got {value!r}")
-
-
-# --- worker settings, from the environment -------------------------------------------------
+# --- parsers: (name of the setting as the user wrote it, raw text) -> value -------------------
 
 
 def _parse_seconds(name: str, raw: str) -> float:
@@ -143,151 +109,249 @@ def _parse_hostport_list(name: str, raw: str) -> str:
     return ",".join(hosts)
 
 
+def _parse_calendars(name: str, raw: str) -> Calendars:
+    """A calendars YAML file (contract §6.3); empty: every queue always open."""
+    path = raw.strip()
+    if not path:
+        return ALWAYS_OPEN
+    import yaml  # noqa: PLC0415 - only when a calendars file is given
+
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise SettingError(f"{name}: {path}: cannot be read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SettingError(f"{name}: {path}: {where}not YAML ({getattr(exc, 'problem', exc)})") from None
+    try:
+        return load_calendars(document)
+    except CalendarError as exc:
+        raise SettingError(f"{name}: {path}: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
-    """One environment variable: its name, default, meaning and parser."""
+    """One declared setting, as `settings_table`, the environment and the flags see it."""
 
+    field: str
     env: str
-    default: str
+    flag: str
+    default: Any
     help: str
     parse: Callable[[str, str], Any]
+    secret: bool
 
     @property
-    def field(self) -> str:
-        return self.env.removeprefix("CCPIPE_").lower()
+    def shown_default(self) -> str:
+        """The default as one would write it in the environment (empty: none)."""
+        value = self.default
+        if value is None or value is ALWAYS_OPEN:
+            return ""
+        if isinstance(value, dict):
+            return ",".join(f"{key}={target:g}" for key, target in value.items())
+        if isinstance(value, float):
+            return f"{value:g}"
+        return str(value)
+
+    def read(self, environ: Mapping[str, str]) -> Any:
+        raw = env_or_file(environ, self.env) if self.secret else environ.get(self.env)
+        return self.default if raw is None else self.parse(self.env, raw)
 
 
-WORKER_SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "CCPIPE_KAFKA_BOOTSTRAP_SERVERS",
-        "127.0.0.1:9092",
-        "Kafka brokers, host:port[,host:port]",
-        _parse_hostport_list,
-    ),
-    Setting("CCPIPE_INPUT_TOPIC", "interactions", "topic of interaction events", _parse_text),
-    Setting("CCPIPE_DLQ_TOPIC", "interactions.dlq", "dead-letter topic for invalid events", _parse_text),
-    Setting(
-        "CCPIPE_CHECKPOINT_TOPIC",
-        "ccpipe.checkpoints",
-        "engine checkpoints (this name and NAME.data)",
-        _parse_text,
-    ),
-    Setting(
-        "CCPIPE_PARTIALS_TOPIC",
+def setting(
+    default: Any,
+    help: str,
+    parse: Callable[[str, str], Any],
+    *,
+    env: str | None = None,
+    flag: str | None = None,
+    secret: bool = False,
+) -> Any:
+    """A dataclass field that carries its declaration (env name from the field name unless given)."""
+    meta = {"ccpipe": {"help": help, "parse": parse, "env": env, "flag": flag, "secret": secret}}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
+    return field(default=default, metadata=meta, repr=not secret)
+
+
+def declared(cls: type) -> tuple[Setting, ...]:
+    """The settings a dataclass declares, in field order."""
+    found = []
+    for item in dataclasses.fields(cls):
+        meta = item.metadata.get("ccpipe")
+        if meta is None:
+            continue
+        default = item.default_factory() if item.default is dataclasses.MISSING else item.default  # type: ignore[misc]
+        found.append(Setting(
+            field=item.name, env=meta["env"] or f"CCPIPE_{item.name.upper()}",
+            flag=meta["flag"] or "--" + item.name.replace("_", "-"), default=default, help=meta["help"],
+            parse=meta["parse"], secret=meta["secret"],
+        ))  # fmt: skip
+    return tuple(found)
+
+
+def _positive(name: str, value: float) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise SettingError(f"{name} must be a number of seconds greater than 0, got {value!r}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
+        raise SettingError(f"{name} must be a number of seconds, 0 or more, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """What the metric engine needs to know; identical for `ccpipe compute` and the live workers."""
+
+    window_seconds: float = setting(60.0, "tumbling window size W", _parse_seconds)
+    fcr_horizon_seconds: float = setting(604800.0, "FCR horizon H", _parse_seconds)
+    allowed_lateness_seconds: float = setting(300.0, "allowed lateness", _parse_seconds_or_zero)
+    sla_targets: dict[str, float] = setting(
+        DEFAULT_SLA_TARGETS, "FRT target per channel, seconds", _parse_sla_targets
+    )
+    sla_default_seconds: float = setting(
+        DEFAULT_SLA_TARGET, "FRT target of channels not listed", _parse_seconds
+    )
+    future_tolerance_seconds: float = setting(
+        86400.0,
+        "an event this far ahead of the newest valid event is invalid (contract: 24 h)",
+        _parse_seconds,
+    )
+    dedup_horizon_seconds: float = setting(
+        86400.0, "how long event ids are remembered (event time)", _parse_seconds
+    )
+    idle_timeout_seconds: float = setting(
+        604800.0, "an unresolved idle conversation leaves memory after this", _parse_seconds
+    )
+    short_abandon_seconds: float = setting(
+        0.0, "an abandon less than this after the start is a short abandon (0: none)", _parse_seconds_or_zero
+    )
+    calendars: Calendars = setting(
+        ALWAYS_OPEN, "YAML file of business hours per queue (none: always open)", _parse_calendars,
+        env="CCPIPE_CALENDARS_FILE", flag="--calendars",
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        _positive("window_seconds", self.window_seconds)
+        _positive("fcr_horizon_seconds", self.fcr_horizon_seconds)
+        _non_negative("allowed_lateness_seconds", self.allowed_lateness_seconds)
+        _positive("future_tolerance_seconds", self.future_tolerance_seconds)
+        _positive("dedup_horizon_seconds", self.dedup_horizon_seconds)
+        _positive("sla_default_seconds", self.sla_default_seconds)
+        _non_negative("short_abandon_seconds", self.short_abandon_seconds)
+        for channel, target in self.sla_targets.items():
+            _positive(f"sla_targets[{channel}]", target)
+        if self.idle_timeout_seconds < self.allowed_lateness_seconds:
+            raise SettingError(
+                "idle_timeout_seconds must be at least allowed_lateness_seconds "
+                f"({self.allowed_lateness_seconds}), got {self.idle_timeout_seconds}"
+            )
+
+    def sla_target(self, channel: str) -> float:
+        return self.sla_targets.get(channel, self.sla_default_seconds)
+
+
+ENGINE_SETTINGS = declared(EngineSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """A worker's whole configuration; `from_env` is the only way settings enter a worker."""
+
+    kafka_bootstrap_servers: str = setting(
+        "127.0.0.1:9092", "Kafka brokers, host:port[,host:port]", _parse_hostport_list
+    )
+    input_topic: str = setting("interactions", "topic of interaction events", _parse_text)
+    dlq_topic: str = setting("interactions.dlq", "dead-letter topic for invalid events", _parse_text)
+    checkpoint_topic: str = setting(
+        "ccpipe.checkpoints", "engine checkpoints (this name and NAME.data)", _parse_text
+    )
+    partials_topic: str = setting(
         "ccpipe.partials",
         "per-partition window partials, merged by the worker owning each (channel, queue)",
         _parse_text,
-    ),
-    Setting("CCPIPE_PARTITIONS", "12", "partitions of the topics ccpipe creates", _parse_count),
-    Setting(
-        "CCPIPE_REPLICATION_FACTOR", "1", "replication factor of the topics ccpipe creates", _parse_count
-    ),
-    Setting(
-        "CCPIPE_GROUP_ID",
-        "ccpipe",
-        "consumer group (Faust app id); workers sharing it share the load",
-        _parse_text,
-    ),
-    Setting(
-        "CCPIPE_KAFKA_SECURITY_PROTOCOL",
-        "PLAINTEXT",
-        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+    )
+    partitions: int = setting(12, "partitions of the topics ccpipe creates", _parse_count)
+    replication_factor: int = setting(1, "replication factor of the topics ccpipe creates", _parse_count)
+    group_id: str = setting(
+        "ccpipe", "consumer group (Faust app id); workers sharing it share the load", _parse_text
+    )
+    kafka_security_protocol: str = setting(
+        "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
         _parse_choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
-    ),
-    Setting(
-        "CCPIPE_KAFKA_SASL_MECHANISM",
+    )  # fmt: skip
+    kafka_sasl_mechanism: str = setting(
         "PLAIN",
         "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
         _parse_choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
-    ),
-    Setting("CCPIPE_KAFKA_SASL_USERNAME", "", "SASL user name", _parse_optional_text),
-    Setting(
-        "CCPIPE_KAFKA_SASL_PASSWORD",
-        "",
-        "SASL password (or CCPIPE_KAFKA_SASL_PASSWORD_FILE)",
-        _parse_optional_text,
-    ),
-    Setting(
-        "CCPIPE_KAFKA_SSL_CAFILE",
-        "",
-        "CA bundle for TLS to Kafka (default: system CAs)",
-        _parse_optional_text,
-    ),
-    Setting(
-        "CCPIPE_STORE_URL",
-        "",
+    )
+    kafka_sasl_username: str | None = setting(None, "SASL user name", _parse_optional_text)
+    kafka_sasl_password: str | None = setting(
+        None, "SASL password (or CCPIPE_KAFKA_SASL_PASSWORD_FILE)", _parse_optional_text, secret=True
+    )
+    kafka_ssl_cafile: str | None = setting(
+        None, "CA bundle for TLS to Kafka (default: system CAs)", _parse_optional_text
+    )
+    store_url: str | None = setting(
+        None,
         "chdb:///dir, clickhouse://user:pass@host:9000/db or clickhouses://... (or CCPIPE_STORE_URL_FILE); "
         "empty: chDB in CCPIPE_DATA_DIR/chdb",
         _parse_optional_text,
-    ),
-    Setting("CCPIPE_STORE_BATCH_ROWS", "20000", "rows that trigger a write", _parse_count),
-    Setting("CCPIPE_STORE_FLUSH_SECONDS", "1", "longest time a row waits to be written", _parse_seconds),
-    Setting(
-        "CCPIPE_STORE_MAX_BUFFER_ROWS",
-        "200000",
-        "rows buffered at most; consumption pauses beyond",
-        _parse_count,
-    ),
-    Setting("CCPIPE_STORE_TTL_DAYS", "400", "days rows are kept (set when tables are created)", _parse_count),
-    Setting(
-        "CCPIPE_QUERY_PORT", "9465", "loopback port where `ccpipe sql` reaches a running worker", _parse_port
-    ),
-    Setting("CCPIPE_METRICS_BIND", "127.0.0.1", "address the /metrics endpoint binds to", _parse_text),
-    Setting("CCPIPE_METRICS_PORT", "9464", "port of the /metrics endpoint", _parse_port),
-    Setting("CCPIPE_WINDOW_SECONDS", "60", "tumbling window size", _parse_seconds),
-    Setting("CCPIPE_FCR_HORIZON_SECONDS", "604800", "FCR horizon H", _parse_seconds),
-    Setting("CCPIPE_ALLOWED_LATENESS_SECONDS", "300", "allowed lateness", _parse_seconds_or_zero),
-    Setting(
-        "CCPIPE_SLA_TARGETS",
-        ",".join(f"{c}={t:g}" for c, t in DEFAULT_SLA_TARGETS.items()),
-        "FRT target per channel, seconds",
-        _parse_sla_targets,
-    ),
-    Setting(
-        "CCPIPE_SLA_DEFAULT_SECONDS",
-        f"{DEFAULT_SLA_TARGET:g}",
-        "FRT target of channels not listed",
+        secret=True,
+    )
+    store_batch_rows: int = setting(20000, "rows that trigger a write", _parse_count)
+    store_flush_seconds: float = setting(1.0, "longest time a row waits to be written", _parse_seconds)
+    store_max_buffer_rows: int = setting(
+        200000, "rows buffered at most; consumption pauses beyond", _parse_count
+    )
+    store_ttl_days: int = setting(400, "days rows are kept (set when tables are created)", _parse_count)
+    query_port: int = setting(9465, "loopback port where `ccpipe sql` reaches a running worker", _parse_port)
+    metrics_bind: str = setting("127.0.0.1", "address the /metrics endpoint binds to", _parse_text)
+    metrics_port: int = setting(9464, "port of the /metrics endpoint", _parse_port)
+    batch_size: int = setting(2000, "events handed to the engine at once", _parse_count)
+    batch_within_seconds: float = setting(0.2, "longest wait to fill a batch", _parse_seconds)
+    checkpoint_interval_seconds: float = setting(
+        30.0, "how often each partition's engine state is checkpointed", _parse_seconds
+    )
+    kafka_session_timeout_seconds: float = setting(30.0, "consumer group session timeout", _parse_seconds)
+    shutdown_timeout_seconds: float = setting(
+        25.0, "on SIGTERM/SIGINT/SIGHUP a worker stops gracefully, and exits after this at the latest",
         _parse_seconds,
-    ),
-    Setting(
-        "CCPIPE_IDLE_TIMEOUT_SECONDS",
-        "604800",
-        "an unresolved idle conversation leaves memory after this",
-        _parse_seconds,
-    ),
-    Setting(
-        "CCPIPE_DEDUP_HORIZON_SECONDS",
-        "86400",
-        "how long event ids are remembered (event time)",
-        _parse_seconds,
-    ),
-    Setting("CCPIPE_BATCH_SIZE", "2000", "events handed to the engine at once", _parse_count),
-    Setting("CCPIPE_BATCH_WITHIN_SECONDS", "0.2", "longest wait to fill a batch", _parse_seconds),
-    Setting(
-        "CCPIPE_CHECKPOINT_INTERVAL_SECONDS",
-        "30",
-        "how often each partition's engine state is checkpointed",
-        _parse_seconds,
-    ),
-    Setting("CCPIPE_KAFKA_SESSION_TIMEOUT_SECONDS", "30", "consumer group session timeout", _parse_seconds),
-    Setting(
-        "CCPIPE_SHUTDOWN_TIMEOUT_SECONDS",
-        "25",
-        "on SIGTERM/SIGINT/SIGHUP a worker stops gracefully, and exits after this at the latest",
-        _parse_seconds,
-    ),
-    Setting("CCPIPE_DATA_DIR", "var/ccpipe", "local working directory of the worker", _parse_text),
-    Setting(
-        "CCPIPE_LOG_LEVEL",
-        "WARNING",
-        "DEBUG, INFO, WARNING or ERROR",
-        _parse_choice("DEBUG", "INFO", "WARNING", "ERROR"),
-    ),
-)
+    )  # fmt: skip
+    data_dir: str = setting("var/ccpipe", "local working directory of the worker", _parse_text)
+    log_level: str = setting(
+        "WARNING", "DEBUG, INFO, WARNING or ERROR", _parse_choice("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+    engine_settings: EngineSettings = field(default_factory=EngineSettings)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
+        """Read every CCPIPE_* variable (defaults for the absent ones)."""
+        engine = EngineSettings(**{s.field: s.read(environ) for s in ENGINE_SETTINGS})
+        return cls(**{s.field: s.read(environ) for s in WORKER_ONLY}, engine_settings=engine)
+
+    def store(self) -> str:
+        """The store URL, defaulting to chDB files in the data directory."""
+        return self.store_url or f"chdb://{Path(self.data_dir).resolve()}/chdb"
+
+    def engine(self) -> EngineSettings:
+        return self.engine_settings
 
 
-# Settings that carry credentials: also read from the file NAME_FILE names (mounted secrets).
-SECRETS = ("CCPIPE_KAFKA_SASL_PASSWORD", "CCPIPE_STORE_URL")
+WORKER_ONLY = declared(WorkerSettings)
+WORKER_SETTINGS = WORKER_ONLY + ENGINE_SETTINGS  # everything a worker reads from its environment
+SECRETS = tuple(s.env for s in WORKER_SETTINGS if s.secret)  # also read from NAME_FILE (mounted secrets)
+
+
+def settings_table() -> str:
+    """The README's configuration table (a test holds the README equal to it)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for s in WORKER_SETTINGS:
+        shown = f"`{s.shown_default}`" if s.shown_default else "(none)"
+        lines.append(f"| `{s.env}` | {shown} | {s.help} |")
+    return "\n".join(lines) + "\n"
 
 
 def env_or_file(environ: Mapping[str, str], name: str) -> str | None:
@@ -299,71 +363,3 @@ def env_or_file(environ: Mapping[str, str], name: str) -> str | None:
         return Path(path).read_text().strip()
     except OSError as exc:
         raise SettingError(f"{name}_FILE cannot be read: {exc.strerror}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    """A worker's whole configuration; `from_env` is the only way settings enter a worker."""
-
-    kafka_bootstrap_servers: str
-    input_topic: str
-    dlq_topic: str
-    checkpoint_topic: str
-    partials_topic: str
-    partitions: int
-    replication_factor: int
-    group_id: str
-    kafka_security_protocol: str
-    kafka_sasl_mechanism: str
-    kafka_sasl_username: str | None
-    kafka_sasl_password: str | None = field(repr=False)
-    kafka_ssl_cafile: str | None
-    store_url: str | None = field(repr=False)
-    store_batch_rows: int
-    store_flush_seconds: float
-    store_max_buffer_rows: int
-    store_ttl_days: int
-    query_port: int
-    metrics_bind: str
-    metrics_port: int
-    window_seconds: float
-    fcr_horizon_seconds: float
-    allowed_lateness_seconds: float
-    sla_targets: dict[str, float]
-    sla_default_seconds: float
-    idle_timeout_seconds: float
-    dedup_horizon_seconds: float
-    batch_size: int
-    batch_within_seconds: float
-    checkpoint_interval_seconds: float
-    kafka_session_timeout_seconds: float
-    shutdown_timeout_seconds: float
-    data_dir: str
-    log_level: str
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> WorkerSettings:
-        """Read every CCPIPE_* variable (defaults for the absent ones); `overrides` win."""
-        values: dict[str, Any] = {}
-        for setting in WORKER_SETTINGS:
-            raw = env_or_file(environ, setting.env) if setting.env in SECRETS else environ.get(setting.env)
-            values[setting.field] = setting.parse(setting.env, setting.default if raw is None else raw)
-        values.update(overrides)
-        settings = cls(**values)
-        settings.engine()  # validates the engine settings together
-        return settings
-
-    def store(self) -> str:
-        """The store URL, defaulting to chDB files in the data directory."""
-        return self.store_url or f"chdb://{Path(self.data_dir).resolve()}/chdb"
-
-    def engine(self) -> EngineSettings:
-        return EngineSettings(
-            window_seconds=self.window_seconds,
-            fcr_horizon_seconds=self.fcr_horizon_seconds,
-            allowed_lateness_seconds=self.allowed_lateness_seconds,
-            sla_targets=dict(self.sla_targets),
-            sla_default_seconds=self.sla_default_seconds,
-            idle_timeout_seconds=self.idle_timeout_seconds,
-            dedup_horizon_seconds=self.dedup_horizon_seconds,
-        )

@@ -9,14 +9,10 @@ from typing import Any
 import orjson
 from support import Run
 
+from pipeline.engine.windows import ROW_FIELDS
 from pipeline.store.backends import Backend
 
-WINDOW_FIELDS = (
-    "conversations_started", "first_responses", "frt_mean_seconds", "frt_max_seconds", "frt_p50_seconds",
-    "frt_p90_seconds", "frt_p99_seconds", "frt_sla_ratio", "abandoned", "abandonment_ratio", "resolved",
-    "fcr_ratio", "sentiment_samples", "sentiment_mean", "sentiment_negative_ratio", "surveys", "csat_mean",
-    "csat_ratio", "nps", "ces_mean",
-)  # fmt: skip
+WINDOW_FIELDS = ROW_FIELDS  # every field of the contract's window rows, sections 3 and 6
 
 
 def select(store: Backend, sql: str) -> list[dict[str, Any]]:

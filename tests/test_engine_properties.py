@@ -69,7 +69,15 @@ def _close(a: Any, b: Any) -> bool:
     return a == b
 
 
-def assert_same_results(one: Run, other: Run) -> None:
+# A resolution-time sample moves to the window of a later resolution; when the window it leaves
+# is already final it keeps the sample (final windows never change), and whether the watermark
+# had closed it when the later resolution arrived depends on arrival order near the lateness
+# boundary. So these fields are compared where they cannot move: conversation records, and the
+# window of every conversation's latest resolution (test below); see docs/engine.md.
+MOVING = {"resolutions_timed", "resolution_mean_seconds", "resolution_p50_seconds", "resolution_p90_seconds"}
+
+
+def assert_same_results(one: Run, other: Run, moving: set[str] = MOVING) -> None:
     assert one.conversations.keys() == other.conversations.keys()
     for cid, record in one.conversations.items():
         theirs = other.conversations[cid]
@@ -77,7 +85,8 @@ def assert_same_results(one: Run, other: Run) -> None:
     assert one.windows.keys() == other.windows.keys()
     for key, row in one.windows.items():
         theirs = other.windows[key]
-        assert all(_close(row[f], theirs[f]) for f in row), (key, row, theirs)
+        differ = {f: (row[f], theirs[f]) for f in row if f not in moving and not _close(row[f], theirs[f])}
+        assert not differ, (key, differ)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -90,6 +99,10 @@ def test_reordering_within_allowed_lateness_gives_identical_results(
     in_order, reordered = Run(events, SETTINGS), Run(shuffled, SETTINGS)
     assert reordered.engine.stats.late == 0
     assert_same_results(in_order, reordered)
+    # In order, a moved resolution time leaves every window it can; out of order it may stay in
+    # a window already final, never the other way round.
+    for key, row in in_order.windows.items():
+        assert reordered.windows[key]["resolutions_timed"] >= row["resolutions_timed"], key
 
 
 @settings(max_examples=100, deadline=None)
@@ -100,13 +113,13 @@ def test_injected_duplicates_give_identical_results(events: list[dict[str, Any]]
         noisy.insert(rnd.randrange(noisy.index(original), len(noisy) + 1), dict(original))
     once, twice = Run(events, SETTINGS), Run(noisy, SETTINGS)
     assert twice.engine.stats.duplicates == len(noisy) - len(events)
-    assert_same_results(once, twice)
+    assert_same_results(once, twice, moving=set())
 
 
 @settings(max_examples=60, deadline=None)
 @given(scenarios(), st.integers(1, 7))
 def test_batch_boundaries_do_not_matter(events: list[dict[str, Any]], batch_size: int) -> None:
-    assert_same_results(Run(events, SETTINGS), Run(events, SETTINGS, batch_size=batch_size))
+    assert_same_results(Run(events, SETTINGS), Run(events, SETTINGS, batch_size=batch_size), moving=set())
 
 
 FRT_VALUES = st.lists(st.floats(0.0, 1e6, allow_nan=False), min_size=1, max_size=400)
@@ -140,11 +153,11 @@ def test_merged_windows_equal_the_union(parts: list[list[float]]) -> None:
     for values in parts:
         window = WindowAggregate()
         for v in values:
-            window.apply(FRT, v, +1, sla_target=60.0)
+            window.apply(FRT, (v, v), +1, sla_target=60.0)
         windows.append(window)
-    merged = WindowAggregate(SketchSamples())
+    merged = WindowAggregate(sketches=True)
     for window in windows[: len(windows) // 2]:
-        sketched = WindowAggregate(SketchSamples())  # a merge of merges: sketch into sketch
+        sketched = WindowAggregate(sketches=True)  # a merge of merges: sketch into sketch
         sketched.merge(window)
         merged.merge(sketched)
     for window in windows[len(windows) // 2 :]:
@@ -152,7 +165,7 @@ def test_merged_windows_equal_the_union(parts: list[list[float]]) -> None:
     union = [v for values in parts for v in values]
     whole = WindowAggregate()
     for v in union:
-        whole.apply(FRT, v, +1, sla_target=60.0)
+        whole.apply(FRT, (v, v), +1, sla_target=60.0)
     got, want = merged.result(), whole.result()
     assert got["first_responses"] == want["first_responses"] == len(union)
     assert got["frt_mean_seconds"] == pytest.approx(want["frt_mean_seconds"])
@@ -166,11 +179,11 @@ def test_merged_windows_equal_the_union(parts: list[list[float]]) -> None:
 def test_retracting_a_sample_restores_the_window(values: list[float], data: st.DataObject) -> None:
     window = WindowAggregate()
     for v in values:
-        window.apply(FRT, v, +1, sla_target=60.0)
+        window.apply(FRT, (v, v), +1, sla_target=60.0)
     before = window.result()
     extra = data.draw(st.floats(0.0, 1e5, allow_nan=False))
-    window.apply(FRT, extra, +1, sla_target=60.0)
-    window.apply(FRT, extra, -1, sla_target=60.0)
+    window.apply(FRT, (extra, extra), +1, sla_target=60.0)
+    window.apply(FRT, (extra, extra), -1, sla_target=60.0)
     after = window.result()
     assert after.keys() == before.keys()
     assert all(_close(before[k], after[k]) or before[k] == pytest.approx(after[k]) for k in before)

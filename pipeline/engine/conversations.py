@@ -12,8 +12,9 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-from pipeline.engine.windows import ABANDON, FRT, RESOLUTION, START, Key
+from pipeline.engine.windows import ABANDON, FRT, RESOLUTION, RESOLUTION_TIME, START, Key
 from pipeline.events import Event
+from pipeline.settings import EngineSettings
 
 # A derived sample: its time and value, by a key naming which one it is.
 Sample = tuple[float, Any]
@@ -194,16 +195,20 @@ class Conversation:
 
     # --- window samples --------------------------------------------------------------------
 
-    def desired_samples(self) -> dict[Any, tuple[int, float, Any]]:
+    def desired_samples(self, settings: EngineSettings) -> dict[Any, tuple[int, float, Any]]:
         """What this conversation should contribute to windows: key → (kind, time, value)."""
         wanted: dict[Any, tuple[int, float, Any]] = {}
-        if self.start is not None:
-            wanted[START] = (START, self.start, None)
-        if self.first_response is not None and self.start is not None:
-            at = self.first_response[0]
-            wanted[FRT] = (FRT, at, at - self.start)
+        start = self.start
+        if start is not None:
+            wanted[START] = (START, start, None)
+            if self.first_response is not None:
+                at = self.first_response[0]
+                wanted[FRT] = (FRT, at, (at - start, self.business_seconds(settings, at)))
+            resolution = self.resolution_seconds()
+            if resolution is not None:
+                wanted[RESOLUTION_TIME] = (RESOLUTION_TIME, self.resolutions[-1], resolution)
         if self.abandoned:
-            wanted[ABANDON] = (ABANDON, self.abandon_at, None)
+            wanted[ABANDON] = (ABANDON, self.abandon_at, self.short_abandon(settings))
         previous = None
         repeat = self.repeat_contact
         for index, r in enumerate(self.resolutions):
@@ -219,8 +224,30 @@ class Conversation:
 
     # --- output ----------------------------------------------------------------------------
 
-    def record(self, newest: float, fcr_horizon: float) -> dict[str, Any]:
-        """The contract §2 record; times are epoch seconds (the shells format them)."""
+    def business_seconds(self, settings: EngineSettings, until: float) -> float:
+        """Open time of this conversation's queue calendar from its start to `until` (§6.3)."""
+        assert self.start is not None
+        return settings.calendars.business_seconds(self.key[1], self.start, until)
+
+    def short_abandon(self, settings: EngineSettings) -> bool:
+        """Abandoned less than S seconds after its start (§6.2; S = 0: never)."""
+        threshold = settings.short_abandon_seconds
+        return (
+            threshold > 0
+            and self.abandon_at is not None
+            and self.start is not None
+            and self.abandon_at - self.start < threshold
+        )
+
+    def resolution_seconds(self) -> float | None:
+        """Latest resolution minus start (§6.1); None without either, or when resolved before start."""
+        if self.start is None or not self.resolutions or self.resolutions[-1] < self.start:
+            return None
+        return self.resolutions[-1] - self.start
+
+    def record(self, newest: float, settings: EngineSettings) -> dict[str, Any]:
+        """The contract's conversation record; times are epoch seconds (the shells format them)."""
+        fcr_horizon = settings.fcr_horizon_seconds
         resolved_at = self.resolved_at
         first_response_at = self.first_response[0] if self.first_response else None
         return {
@@ -250,6 +277,12 @@ class Conversation:
             "csat": self.csat[2] if self.csat else None,
             "nps": self.nps[2] if self.nps else None,
             "ces": self.ces[2] if self.ces else None,
+            "resolution_seconds": self.resolution_seconds(),
+            "frt_business_seconds": (
+                self.business_seconds(settings, first_response_at)
+                if first_response_at is not None and self.start is not None
+                else None
+            ),
         }
 
 

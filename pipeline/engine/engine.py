@@ -227,7 +227,7 @@ class Engine:
         """Bring the conversation's derived samples in the windows up to date with its facts."""
         windows = self.windows
         placed = conv.placed
-        wanted = conv.desired_samples()
+        wanted = conv.desired_samples(self.settings)
         for name in placed.keys() | wanted.keys():
             old = placed.get(name)
             new = wanted.get(name)
@@ -235,14 +235,18 @@ class Engine:
                 continue
             if old is not None:
                 if windows.is_final(old[1]):
-                    continue  # a final window keeps what it has
-                windows.apply(conv.key, old[1], old[0], old[2], -1)
+                    # A final window keeps what it has. Only a resolution time moves forward
+                    # in time (a later resolution after a reopen): it still goes to its window.
+                    if new is None or windows.is_final(new[1]):
+                        continue
+                else:
+                    windows.apply(conv.key, old[1], old[0], old[2], -1)
                 del placed[name]
             if new is not None:
                 if windows.apply(conv.key, new[1], new[0], new[2], +1):
                     if name == FRT and old is None and not conv.frt_observed:
                         conv.frt_observed = True
-                        self._batch.first_responses.append((conv.key, new[2]))
+                        self._batch.first_responses.append((conv.key, new[2][0]))
                     placed[name] = new
                 else:
                     self.stats.late_samples += 1
@@ -257,10 +261,12 @@ class Engine:
                 windows.apply(conv.key, t, kind, value, +1)
                 kept.append((kind, t, value))
         conv.recent = kept
-        for kind, t, value in conv.placed.values():
+        # Derived samples leave the old key; `_refresh_samples` places them anew under the new
+        # one (a business-hours FRT depends on the queue's calendar).
+        for name, (kind, t, value) in list(conv.placed.items()):
             if not windows.is_final(t):
                 windows.apply(old_key, t, kind, value, -1)
-                windows.apply(conv.key, t, kind, value, +1)
+                del conv.placed[name]
 
     # --- live queue state ------------------------------------------------------------------
 
@@ -315,7 +321,7 @@ class Engine:
     def _evict(self, conv: Conversation) -> None:
         """Report the conversation's last record and forget it."""
         self._changed.pop(conv.conversation_id, None)
-        self._batch.conversations.append(conv.record(self.newest or 0.0, self.settings.fcr_horizon_seconds))
+        self._batch.conversations.append(conv.record(self.newest or 0.0, self.settings))
         del self.conversations[conv.conversation_id]
         siblings = self.customers.get(conv.customer_id, [])
         if conv in siblings:
@@ -332,8 +338,7 @@ class Engine:
     def _drain(self) -> Batch:
         batch = self._batch
         newest = self.newest if self.newest is not None else 0.0
-        horizon = self.settings.fcr_horizon_seconds
-        batch.conversations.extend(conv.record(newest, horizon) for conv in self._changed.values())
+        batch.conversations.extend(conv.record(newest, self.settings) for conv in self._changed.values())
         batch.windows.extend(self.windows.changed_rows())
         self._changed = {}
         self._batch = Batch()

@@ -25,7 +25,7 @@ from pipeline.settings import ROLLING_SPANS
 Key = tuple[str, str]  # (channel, queue)
 
 # Sample kinds: what one conversation or message contributes to the window holding its time.
-START, FRT, ABANDON, RESOLUTION, SENTIMENT, SURVEY = range(6)
+START, FRT, ABANDON, RESOLUTION, SENTIMENT, SURVEY, RESOLUTION_TIME = range(7)
 
 # Half the contract's 1% tolerance, so bucket rounding never reaches the limit.
 SKETCH_RELATIVE_ACCURACY = 0.005
@@ -92,53 +92,65 @@ class SketchSamples:
         return self.high
 
 
+@dataclass(frozen=True, slots=True)
+class Accumulator:
+    """One accumulator of a window, declared once: its name (attribute, and key in the partials'
+    wire format), its column and ClickHouse type in `metrics_window_partials`, and whether it is
+    a sample distribution (exact sorted samples in a window, a DDSketch once merged) or a number
+    (merged by adding)."""
+
+    name: str
+    column: str
+    type: str
+    samples: bool = False
+
+
+ACCUMULATORS = (
+    Accumulator("started", "conversations_started", "UInt32"),
+    Accumulator("frt_n", "first_responses", "UInt32"),
+    Accumulator("frt_sum", "frt_sum", "Float64"),
+    Accumulator("frt_sla_ok", "frt_sla_ok", "UInt32"),
+    Accumulator("frt", "frt_samples", "Array(Float64)", samples=True),
+    Accumulator("abandoned", "abandoned", "UInt32"),
+    Accumulator("resolved", "resolved", "UInt32"),
+    Accumulator("fcr_ok", "fcr_ok", "UInt32"),
+    Accumulator("sentiment_n", "sentiment_samples", "UInt32"),
+    Accumulator("sentiment_sum", "sentiment_sum", "Float64"),
+    Accumulator("sentiment_negative", "sentiment_negative", "UInt32"),
+    Accumulator("surveys", "surveys", "UInt32"),
+    Accumulator("csat_n", "csat_n", "UInt32"),
+    Accumulator("csat_sum", "csat_sum", "UInt32"),
+    Accumulator("csat_good", "csat_good", "UInt32"),
+    Accumulator("nps_n", "nps_n", "UInt32"),
+    Accumulator("nps_promoters", "nps_promoters", "UInt32"),
+    Accumulator("nps_detractors", "nps_detractors", "UInt32"),
+    Accumulator("ces_n", "ces_n", "UInt32"),
+    Accumulator("ces_sum", "ces_sum", "UInt32"),
+    # Contract §6: resolution time, short abandons, business-hours FRT.
+    Accumulator("resolution_n", "resolutions_timed", "UInt32"),
+    Accumulator("resolution_sum", "resolution_sum", "Float64"),
+    Accumulator("resolution", "resolution_samples", "Array(Float64)", samples=True),
+    Accumulator("abandoned_short", "abandoned_short", "UInt32"),
+    Accumulator("frt_business_sum", "frt_business_sum", "Float64"),
+    Accumulator("frt_business_sla_ok", "frt_business_sla_ok", "UInt32"),
+    Accumulator("frt_business", "frt_business_samples", "Array(Float64)", samples=True),
+)
+_NUMBERS = tuple(a.name for a in ACCUMULATORS if not a.samples)
+_SAMPLES = tuple(a.name for a in ACCUMULATORS if a.samples)
+_FLOATS = frozenset(a.name for a in ACCUMULATORS if a.type == "Float64")
+
+
 class WindowAggregate:
     """All accumulators of one window (or of a merge of windows) for one (channel, queue)."""
 
-    __slots__ = (
-        "abandoned",
-        "ces_n",
-        "ces_sum",
-        "csat_good",
-        "csat_n",
-        "csat_sum",
-        "fcr_ok",
-        "frt",
-        "frt_n",
-        "frt_sla_ok",
-        "frt_sum",
-        "nps_detractors",
-        "nps_n",
-        "nps_promoters",
-        "resolved",
-        "sentiment_n",
-        "sentiment_negative",
-        "sentiment_sum",
-        "started",
-        "surveys",
-    )
+    __slots__ = tuple(a.name for a in ACCUMULATORS)
 
-    def __init__(self, frt: ExactSamples | SketchSamples | None = None) -> None:
-        self.started = 0
-        self.frt: ExactSamples | SketchSamples = frt if frt is not None else ExactSamples()
-        self.frt_n = 0
-        self.frt_sum = 0.0
-        self.frt_sla_ok = 0
-        self.abandoned = 0
-        self.resolved = 0
-        self.fcr_ok = 0
-        self.sentiment_n = 0
-        self.sentiment_sum = 0.0
-        self.sentiment_negative = 0
-        self.surveys = 0
-        self.csat_n = 0
-        self.csat_sum = 0
-        self.csat_good = 0
-        self.nps_n = 0
-        self.nps_promoters = 0
-        self.nps_detractors = 0
-        self.ces_n = 0
-        self.ces_sum = 0
+    def __init__(self, sketches: bool = False) -> None:
+        """A window (exact, retractable samples) or, with `sketches`, a merge of windows."""
+        for name in _NUMBERS:
+            setattr(self, name, 0.0 if name in _FLOATS else 0)
+        for name in _SAMPLES:
+            setattr(self, name, SketchSamples() if sketches else ExactSamples())
 
     def apply(self, kind: int, value: Any, sign: int, sla_target: float) -> None:
         """Add (sign=+1) or retract (sign=-1) one sample."""
@@ -150,27 +162,44 @@ class WindowAggregate:
         elif kind == START:
             self.started += sign
         elif kind == FRT:
-            if sign > 0:
-                self.frt.add(value)
-            else:
-                self.frt.remove(value)
+            frt, business = value
+            self._sample(self.frt, frt, sign)
             self.frt_n += sign
-            self.frt_sum += sign * value
-            if value <= sla_target:
+            self.frt_sum += sign * frt
+            if frt <= sla_target:
                 self.frt_sla_ok += sign
+            self._sample(self.frt_business, business, sign)
+            self.frt_business_sum += sign * business
+            if business <= sla_target:
+                self.frt_business_sla_ok += sign
         elif kind == RESOLUTION:
             self.resolved += sign
             if value:
                 self.fcr_ok += sign
+        elif kind == RESOLUTION_TIME:
+            self._sample(self.resolution, value, sign)
+            self.resolution_n += sign
+            self.resolution_sum += sign * value
         elif kind == ABANDON:
             self.abandoned += sign
+            if value:  # a short abandon
+                self.abandoned_short += sign
         elif kind == SURVEY:
             self._apply_survey(value, sign)
-        # A retraction that empties the FRT part resets its float sum, so no -0.0 or 1e-17 remains.
+        # A retraction that empties a part resets its float sums, so no -0.0 or 1e-17 remains.
         if self.frt_n == 0:
-            self.frt_sum = 0.0
+            self.frt_sum = self.frt_business_sum = 0.0
         if self.sentiment_n == 0:
             self.sentiment_sum = 0.0
+        if self.resolution_n == 0:
+            self.resolution_sum = 0.0
+
+    @staticmethod
+    def _sample(samples: ExactSamples | SketchSamples, value: float, sign: int) -> None:
+        if sign > 0:
+            samples.add(value)
+        else:
+            samples.remove(value)
 
     def _apply_survey(self, answers: tuple[int | None, int | None, int | None], sign: int) -> None:
         csat, nps, ces = answers
@@ -191,23 +220,27 @@ class WindowAggregate:
             self.ces_sum += sign * ces
 
     def merge(self, other: WindowAggregate) -> None:
-        """Fold another window into this one (this one's FRT must be a sketch)."""
-        for name in _COUNTERS:
+        """Fold another window into this one (this one must hold sketches)."""
+        for name in _NUMBERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.frt.merge(other.frt)  # type: ignore[union-attr]
+        for name in _SAMPLES:
+            getattr(self, name).merge(getattr(other, name))
 
-    def state(self) -> list[Any]:
-        """Counters and exact FRT samples, as plain JSON-able values (for per-partition partials)."""
-        assert isinstance(self.frt, ExactSamples)
-        return [*(getattr(self, name) for name in _COUNTERS), self.frt.values]
+    def state(self) -> dict[str, Any]:
+        """Every accumulator by name, as plain JSON-able values (exact samples as lists): the
+        partials' wire format. Keyed by name, so two versions of ccpipe can exchange it."""
+        numbers = {name: getattr(self, name) for name in _NUMBERS}
+        return numbers | {name: getattr(self, name).values for name in _SAMPLES}
 
     @classmethod
-    def from_state(cls, state: list[Any]) -> WindowAggregate:
+    def from_state(cls, state: dict[str, Any]) -> WindowAggregate:
+        """The window a `state()` describes; accumulators it lacks are empty, unknown ones ignored."""
         aggregate = cls()
-        *counters, samples = state
-        for name, value in zip(_COUNTERS, counters, strict=True):
-            setattr(aggregate, name, value)
-        aggregate.frt.values = list(samples)  # type: ignore[union-attr]
+        for name in _NUMBERS:
+            if name in state:
+                setattr(aggregate, name, state[name])
+        for name in _SAMPLES:
+            getattr(aggregate, name).values = list(state.get(name, ()))
         return aggregate
 
     @property
@@ -216,39 +249,95 @@ class WindowAggregate:
         return self.started + self.frt_n + self.abandoned + self.resolved + self.sentiment_n + self.surveys
 
     def result(self) -> dict[str, Any]:
-        """The contract §3 fields (without the key); a statistic with no samples is None."""
-        frt_n = self.frt_n
-        fields: dict[str, Any] = {
-            "conversations_started": self.started,
-            "first_responses": frt_n,
-            "frt_mean_seconds": self.frt_sum / frt_n if frt_n else None,
-            "frt_max_seconds": self.frt.maximum() if frt_n else None,
-        }
-        for q, name in QUANTILES:
-            fields[name] = self.frt.quantile(q) if frt_n else None
-        fields["frt_sla_ratio"] = _ratio(self.frt_sla_ok, frt_n)
-        fields["abandoned"] = self.abandoned
-        fields["abandonment_ratio"] = _ratio(self.abandoned, self.abandoned + frt_n)
-        fields["resolved"] = self.resolved
-        fields["fcr_ratio"] = _ratio(self.fcr_ok, self.resolved)
-        fields["sentiment_samples"] = self.sentiment_n
-        fields["sentiment_mean"] = _ratio(self.sentiment_sum, self.sentiment_n)
-        fields["sentiment_negative_ratio"] = _ratio(self.sentiment_negative, self.sentiment_n)
-        fields["surveys"] = self.surveys
-        fields["csat_mean"] = _ratio(self.csat_sum, self.csat_n)
-        fields["csat_ratio"] = _ratio(self.csat_good, self.csat_n)
-        fields["nps"] = (
-            100.0 * (self.nps_promoters - self.nps_detractors) / self.nps_n if self.nps_n else None
-        )
-        fields["ces_mean"] = _ratio(self.ces_sum, self.ces_n)
-        return fields
-
-
-_COUNTERS = tuple(name for name in WindowAggregate.__slots__ if name != "frt")
+        """The contract's window fields (without the key); a statistic with no samples is None."""
+        return {field.name: field.value(self) for field in FIELDS if field.row}
 
 
 def _ratio(part: float, whole: float) -> float | None:
     return part / whole if whole else None
+
+
+def _mean(total: str, count: str) -> Callable[[WindowAggregate], float | None]:
+    return lambda a: _ratio(getattr(a, total), getattr(a, count))
+
+
+def _quantile(samples: str, count: str, q: float) -> Callable[[WindowAggregate], float | None]:
+    return lambda a: getattr(a, samples).quantile(q) if getattr(a, count) else None
+
+
+def _service_level_contacts(a: WindowAggregate) -> int:
+    """Answered plus abandoned, short abandons left out: the service level's denominator."""
+    return a.frt_n + a.abandoned - a.abandoned_short
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a window, declared once: how it comes from the accumulators, and the
+    rolling Prometheus gauge that shows it (with its `quantile` label), if any. `row=False`:
+    a gauge only, not a column of the contract's window rows."""
+
+    name: str
+    value: Callable[[WindowAggregate], Any]
+    gauge: str | None = None
+    help: str = ""
+    quantile: str | None = None
+    row: bool = True
+
+
+FIELDS = (
+    Field("conversations_started", lambda a: a.started),
+    Field("first_responses", lambda a: a.frt_n, "ccpipe_first_responses",
+          "First responses (FRT samples) in the rolling window"),
+    Field("frt_mean_seconds", _mean("frt_sum", "frt_n"), "ccpipe_frt_mean_seconds",
+          "Rolling mean first response time"),
+    Field("frt_max_seconds", lambda a: a.frt.maximum() if a.frt_n else None),
+    *(Field(name, _quantile("frt", "frt_n", q), "ccpipe_frt_seconds", "Rolling first response time quantiles",
+            quantile=f"{q:g}") for q, name in QUANTILES),
+    Field("frt_sla_ratio", _mean("frt_sla_ok", "frt_n"), "ccpipe_frt_sla_ratio",
+          "Rolling share of first responses within the channel target"),
+    Field("abandoned", lambda a: a.abandoned),
+    Field("abandonment_ratio", lambda a: _ratio(a.abandoned, a.abandoned + a.frt_n),
+          "ccpipe_abandonment_ratio", "Rolling abandoned / (abandoned + first responses)"),
+    # Sample counts behind the ratios, so dashboards can weight queues into a channel total.
+    Field("resolved", lambda a: a.resolved, "ccpipe_resolutions", "Resolutions in the rolling window"),
+    Field("fcr_ratio", _mean("fcr_ok", "resolved"), "ccpipe_fcr_ratio",
+          "Rolling real-time first-contact resolution ratio"),
+    Field("sentiment_samples", lambda a: a.sentiment_n, "ccpipe_sentiment_samples",
+          "Scored customer messages in the rolling window"),
+    Field("sentiment_mean", _mean("sentiment_sum", "sentiment_n"), "ccpipe_sentiment_mean",
+          "Rolling mean customer sentiment (-1..1)"),
+    Field("sentiment_negative_ratio", _mean("sentiment_negative", "sentiment_n"),
+          "ccpipe_sentiment_negative_ratio", "Rolling share of customer messages scored <= -0.05"),
+    Field("surveys", lambda a: a.surveys),
+    Field("csat_mean", _mean("csat_sum", "csat_n"), "ccpipe_csat_mean", "Rolling mean CSAT (1..5)"),
+    Field("csat_ratio", _mean("csat_good", "csat_n")),
+    Field("nps", lambda a: 100.0 * (a.nps_promoters - a.nps_detractors) / a.nps_n if a.nps_n else None,
+          "ccpipe_nps", "Rolling NPS (-100..100)"),
+    Field("ces_mean", _mean("ces_sum", "ces_n")),
+    # Contract §6.1: resolution time, one sample per conversation in the window of its resolved_at.
+    Field("resolutions_timed", lambda a: a.resolution_n),
+    Field("resolution_mean_seconds", _mean("resolution_sum", "resolution_n"),
+          "ccpipe_resolution_mean_seconds", "Rolling mean resolution time (start to latest resolution)"),
+    *(Field(f"resolution_p{q * 100:g}_seconds", _quantile("resolution", "resolution_n", q),
+            "ccpipe_resolution_seconds", "Rolling resolution time quantiles", quantile=f"{q:g}")
+      for q in (0.5, 0.9)),
+    # Contract §6.2: service level, an abandon counting as a miss unless it was short.
+    Field("abandoned_short", lambda a: a.abandoned_short),
+    Field("service_level_ratio", lambda a: _ratio(a.frt_sla_ok, _service_level_contacts(a)),
+          "ccpipe_service_level_ratio",
+          "Rolling share of contacts answered within the channel target, abandons (not short) as misses"),
+    Field("service_level_contacts", _service_level_contacts, "ccpipe_service_level_contacts",
+          "Answered plus abandoned (short abandons excluded) in the rolling window", row=False),
+    # Contract §6.3: FRT in business hours of the queue's calendar.
+    Field("frt_business_mean_seconds", _mean("frt_business_sum", "frt_n")),
+    Field("frt_business_p50_seconds", _quantile("frt_business", "frt_n", 0.5), "ccpipe_frt_business_seconds",
+          "Rolling first response time in business hours, quantiles", quantile="0.5", row=False),
+    Field("frt_business_p90_seconds", _quantile("frt_business", "frt_n", 0.9), "ccpipe_frt_business_seconds",
+          "Rolling first response time in business hours, quantiles", quantile="0.9"),
+    Field("frt_business_sla_ratio", _mean("frt_business_sla_ok", "frt_n"), "ccpipe_frt_business_sla_ratio",
+          "Rolling share of first responses within the channel target in business hours"),
+)  # fmt: skip
+ROW_FIELDS = tuple(field.name for field in FIELDS if field.row)
 
 
 @dataclass(slots=True)
@@ -396,7 +485,12 @@ def rolling_views(
             if newest - span < start <= newest:
                 target = merged.get(key)
                 if target is None:
-                    target = merged[key] = WindowAggregate(SketchSamples())
+                    target = merged[key] = WindowAggregate(sketches=True)
                 target.merge(aggregate)
-        views[name] = {key: agg.result() for key, agg in merged.items() if agg.activity}
+        views[name] = {key: gauge_fields(agg) for key, agg in merged.items() if agg.activity}
     return views
+
+
+def gauge_fields(aggregate: WindowAggregate) -> dict[str, Any]:
+    """Every field of a (merged) window, the gauge-only ones too: what a rolling view shows."""
+    return {field.name: field.value(aggregate) for field in FIELDS}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.engine.sentiment import message_score
-from pipeline.engine.windows import ExactSamples, WindowRow
+from pipeline.engine.windows import ACCUMULATORS, WindowRow
 from pipeline.events import Event
 from pipeline.store.backends import Column
 
@@ -65,39 +65,24 @@ TABLES: dict[str, tuple[Column, ...]] = {
     csat              Nullable(UInt8)
     nps               Nullable(UInt8)
     ces               Nullable(UInt8)
+    resolution_seconds   Nullable(Float64)
+    frt_business_seconds Nullable(Float64)
     version           UInt64
 """
     ),
-    "metrics_window_partials": _columns(
-        """
+    "metrics_window_partials": (
+        *_columns(
+            """
     window_start          DateTime64(3, 'UTC')
     window_seconds        Float64
     channel               LowCardinality(String)
     queue                 LowCardinality(String)
     source_partition      UInt16
-    conversations_started UInt32
-    first_responses       UInt32
-    frt_sum               Float64
-    frt_sla_ok            UInt32
-    frt_samples           Array(Float64)
-    abandoned             UInt32
-    resolved              UInt32
-    fcr_ok                UInt32
-    sentiment_samples     UInt32
-    sentiment_sum         Float64
-    sentiment_negative    UInt32
-    surveys               UInt32
-    csat_n                UInt32
-    csat_sum              UInt32
-    csat_good             UInt32
-    nps_n                 UInt32
-    nps_promoters         UInt32
-    nps_detractors        UInt32
-    ces_n                 UInt32
-    ces_sum               UInt32
-    final                 Bool
-    version               UInt64
 """
+        ),
+        *(Column(accumulator.column, accumulator.type) for accumulator in ACCUMULATORS),
+        Column("final", "Bool"),
+        Column("version", "UInt64"),
     ),
     "dead_letters": _columns(
         """
@@ -137,14 +122,11 @@ def conversation_row(record: dict[str, Any], version: int) -> Row:
 
 
 def window_row(row: WindowRow, partition: int, version: int) -> Row:
-    a = row.aggregate
-    samples = list(a.frt.values) if isinstance(a.frt, ExactSamples) else []
-    return (
-        row.window_start, row.window_seconds, row.channel, row.queue, partition, a.started, a.frt_n,
-        a.frt_sum, a.frt_sla_ok, samples, a.abandoned, a.resolved, a.fcr_ok, a.sentiment_n, a.sentiment_sum,
-        a.sentiment_negative, a.surveys, a.csat_n, a.csat_sum, a.csat_good, a.nps_n, a.nps_promoters,
-        a.nps_detractors, a.ces_n, a.ces_sum, row.final, version,
-    )  # fmt: skip
+    """The window's accumulators as they are (exact samples), one column each."""
+    state = row.aggregate.state()
+    accumulators = (state[accumulator.name] for accumulator in ACCUMULATORS)
+    return (row.window_start, row.window_seconds, row.channel, row.queue, partition, *accumulators, row.final,
+            version)  # fmt: skip
 
 
 def dead_letter_row(
