@@ -54,6 +54,22 @@ class Calendar:
             day += timedelta(days=1)
         return total
 
+    def after_open(self, a: float, seconds: float, horizon_days: int = 366) -> float:
+        """The instant at which this calendar has been open `seconds` since `a` (the inverse of
+        `open_seconds`: how a reply promised in business time lands in calendar time)."""
+        zone = ZoneInfo(self.timezone)
+        day = datetime.fromtimestamp(a, zone).date() - timedelta(days=1)
+        remaining = seconds
+        for _ in range(horizon_days):
+            for start, end in _open_instants(self, day):
+                begin = max(start, a)
+                if end > begin:
+                    if remaining <= end - begin:
+                        return begin + remaining
+                    remaining -= end - begin
+            day += timedelta(days=1)
+        raise ValueError(f"calendar {self.name!r} is not open for {seconds:g} s within {horizon_days} days")
+
 
 @lru_cache(maxsize=65536)
 def _open_instants(calendar: Calendar, day: date) -> tuple[tuple[float, float], ...]:
@@ -91,6 +107,11 @@ class Calendars:
         if calendar is None:
             return max(0.0, b - a)
         return calendar.open_seconds(a, b)
+
+    def after_open(self, queue: str, a: float, seconds: float) -> float:
+        """When `queue` has been open `seconds` since `a` (a + seconds for an always-open queue)."""
+        calendar = self.of(queue)
+        return a + seconds if calendar is None else calendar.after_open(a, seconds)
 
     @property
     def always_open(self) -> bool:

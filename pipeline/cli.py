@@ -120,6 +120,8 @@ def _run(args: argparse.Namespace) -> int:
         backfill=args.backfill,
         query_port=args.query_port,
         wall_port=args.wall_port,
+        calendars=args.calendars,
+        short_abandon_seconds=args.short_abandon_seconds,
     )
     return run(options)
 
@@ -142,6 +144,7 @@ def _simulate(args: argparse.Namespace) -> int:
         spike_after=args.spike_after,
         spike_seconds=args.spike_seconds,
         backfill=args.backfill,
+        calendars=settings.engine().calendars,
     )
     print(
         f"ccpipe simulate: up to {args.rate:g} events/s "
@@ -269,6 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also start a local Prometheus with ccpipe's alert rules (Debian package 'prometheus')",
     )
+    run.add_argument(
+        "--calendars", default=None, metavar="FILE",
+        help="business hours per queue, YAML (e.g. deploy/calendars.example.yaml): the worker measures "
+        "business-hours FRT and the simulator's agents reply only while their queue is open",
+    )  # fmt: skip
+    run.add_argument(
+        "--short-abandon-seconds", type=_non_negative_seconds, default=None, metavar="S",
+        help="abandons within S seconds of the start are short: not counted against service level",
+    )  # fmt: skip
     run.add_argument(
         "--backfill",
         type=_non_negative_seconds,

@@ -62,6 +62,8 @@ class RunOptions:
     backfill: float = 0.0
     query_port: int | None = None
     wall_port: int | None = None
+    calendars: str | None = None
+    short_abandon_seconds: float | None = None
 
 
 @dataclass
@@ -202,7 +204,11 @@ def _run(options: RunOptions, children: Children, metrics_port: int, query_port:
         "CCPIPE_SHUTDOWN_TIMEOUT_SECONDS": f"{WORKER_SHUTDOWN:g}",
         "CCPIPE_KAFKA_SESSION_TIMEOUT_SECONDS": env.get("CCPIPE_KAFKA_SESSION_TIMEOUT_SECONDS", "10"),
     })  # fmt: skip
-    settings = WorkerSettings.from_env(env)
+    if options.calendars is not None:  # the worker and the simulator follow the same hours
+        env["CCPIPE_CALENDARS_FILE"] = str(Path(options.calendars).resolve())
+    if options.short_abandon_seconds is not None:
+        env["CCPIPE_SHORT_ABANDON_SECONDS"] = f"{options.short_abandon_seconds:g}"
+    settings = WorkerSettings.from_env(env)  # a bad calendars file stops the run here, before any child
     ensure_topics(settings)
     children.spawn("worker", ["worker"], env, options.data_dir)
     simulate = ["simulate", "--rate", f"{options.rate:g}", "--backfill", f"{options.backfill:g}"]

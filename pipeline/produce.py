@@ -17,6 +17,7 @@ import orjson
 from kafka import KafkaProducer
 from tqdm import tqdm
 
+from pipeline.calendars import ALWAYS_OPEN, Calendars
 from pipeline.settings import WorkerSettings
 from pipeline.simulate import DAY_SHAPE, SimulationSettings, Simulator
 from pipeline.stream.kafka import aiokafka_options
@@ -111,6 +112,7 @@ def live_simulation(
     spike_after: float,
     spike_seconds: float,
     backfill: float = 0.0,
+    calendars: Calendars = ALWAYS_OPEN,
 ) -> SimulationSettings:
     """Settings whose rate is about `rate` events/s at this hour of the day (the daily shape
     moves it later). With `backfill`, the simulation starts that many seconds ago, and the
@@ -128,4 +130,5 @@ def live_simulation(
         spike_channel=spike,
         spike_start=start + spike_after,
         spike_seconds=spike_seconds,
+        calendars=calendars,
     )

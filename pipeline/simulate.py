@@ -20,6 +20,8 @@ from typing import IO, Any
 
 import orjson
 
+from pipeline.calendars import ALWAYS_OPEN, Calendars
+
 CHANNELS: dict[str, float] = {
     "phone": 0.3,
     "chat": 0.3,
@@ -39,6 +41,17 @@ MEDIAN_FRT: dict[str, float] = {
     "social": 600.0,
     "whatsapp": 90.0,
 }
+# Median handling time after the first reply until resolution, per channel (log-normal, sigma 0.5):
+# a call is solved in minutes, an email thread in hours.
+MEDIAN_HANDLING: dict[str, float] = {
+    "phone": 240.0,
+    "chat": 600.0,
+    "email": 14400.0,
+    "sms": 1800.0,
+    "social": 3600.0,
+    "whatsapp": 1200.0,
+}
+SHORT_ABANDON_SHARE = 0.3  # abandons that are callers hanging up within seconds
 BOT_CHANNELS = frozenset({"chat", "sms", "social", "whatsapp"})
 # Relative arrival rate by hour of day (UTC), a working-day shape.
 DAY_SHAPE = (0.1, 0.08, 0.06, 0.06, 0.08, 0.15, 0.35, 0.65, 0.9, 1.0, 1.0, 0.95,
@@ -102,6 +115,8 @@ class SimulationSettings:
     spike_factor: float = 8.0
     spike_start: float | None = None  # event time; default: the start
     spike_seconds: float = 900.0
+    # Business hours per queue: agents reply only while their queue is open.
+    calendars: Calendars = ALWAYS_OPEN
 
 
 class Simulator:
@@ -163,6 +178,13 @@ class Simulator:
         )
         heapq.heappush(self._pending, (arrival, next(self._sequence), event))
 
+    def _open_after(self, queue: str, t: float, seconds: float) -> float:
+        """When `queue` has been open `seconds` since t (t + seconds if it never opens)."""
+        try:
+            return self.settings.calendars.after_open(queue, t, seconds)
+        except ValueError:
+            return t + seconds
+
     def _in_spike(self, channel: str, t: float) -> bool:
         s = self.settings
         if s.spike_channel != channel:
@@ -203,8 +225,14 @@ class Simulator:
         if self._in_spike(channel, t0):
             frt *= self.settings.spike_factor
         if rnd.random() < self.settings.abandon_rate:
-            emit(t0 + frt * rnd.uniform(0.3, 0.9), "conversation_abandoned")
+            short = rnd.random() < SHORT_ABANDON_SHARE
+            emit(
+                t0 + (rnd.uniform(0.5, 4.5) if short else frt * rnd.uniform(0.3, 0.9)),
+                "conversation_abandoned",
+            )
             return
+        # The reply comes after `frt` seconds of the queue's open time (its calendar's hours).
+        frt = self._open_after(queue, t0, frt) - t0
         agent = f"a{rnd.randrange(self.settings.agents)}"
 
         def agent_says(t: float) -> None:
@@ -224,6 +252,7 @@ class Simulator:
             t += rnd.uniform(5, 0.2 * MEDIAN_FRT[channel] + 20)
             customer_says(t, rnd.choice(FOLLOW_UPS))
             t += rnd.uniform(5, 0.2 * MEDIAN_FRT[channel] + 20)
+        t += rnd.lognormvariate(math.log(MEDIAN_HANDLING[channel]), 0.5)
         emit(t, "conversation_resolved", agent_id=agent)
         if rnd.random() < self.settings.reopen_rate:
             t += rnd.uniform(60, 1800)

@@ -10,6 +10,7 @@ import orjson
 from support import Run
 
 from pipeline.engine.windows import ROW_FIELDS
+from pipeline.settings import EngineSettings
 from pipeline.store.backends import Backend
 
 WINDOW_FIELDS = ROW_FIELDS  # every field of the contract's window rows, sections 3 and 6
@@ -44,9 +45,11 @@ def views(store: Backend) -> tuple[dict[str, dict[str, Any]], dict[tuple[Any, ..
     return conversations, windows
 
 
-def assert_views_equal_compute(store: Backend, lines: list[bytes]) -> None:
+def assert_views_equal_compute(
+    store: Backend, lines: list[bytes], settings: EngineSettings | None = None
+) -> None:
     """conversations_latest and metrics_window hold what `ccpipe compute` gives."""
-    reference = Run([orjson.loads(line) for line in lines])
+    reference = Run([orjson.loads(line) for line in lines], settings)
     conversations, windows = views(store)
     assert conversations.keys() == reference.conversations.keys()
     for cid, want in reference.conversations.items():

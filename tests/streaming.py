@@ -24,7 +24,7 @@ from pipeline.events import Event, decode_event
 from pipeline.exporter import QUANTILE_GAUGES, ROLLING_GAUGES
 from pipeline.ports import LOOPBACK, free_port, wait_for_port
 from pipeline.processes import spawn_cli, stop_process
-from pipeline.settings import WorkerSettings
+from pipeline.settings import EngineSettings, WorkerSettings
 from pipeline.simulate import SimulationSettings, Simulator
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]
@@ -84,9 +84,11 @@ def parse(text: str) -> dict[Sample, float]:
     return samples
 
 
-def expected_rolling(lines: Iterable[bytes]) -> tuple[dict[Sample, float], Engine]:
+def expected_rolling(
+    lines: Iterable[bytes], settings: EngineSettings | None = None
+) -> tuple[dict[Sample, float], Engine]:
     """The rolling gauges `ccpipe compute`'s engine gives at its newest event time."""
-    engine = Engine()
+    engine = Engine(settings)
     engine.process([decode_event(line) for line in lines])
     assert engine.newest is not None
     expected: dict[Sample, float] = {}
@@ -161,8 +163,8 @@ def settings_for(broker: EmbeddedBroker, topics: dict[str, str]) -> WorkerSettin
     return WorkerSettings.from_env(env)
 
 
-def gauges_match(worker: WorkerProcess, lines: list[bytes]) -> Any:
-    want, engine = expected_rolling(lines)
+def gauges_match(worker: WorkerProcess, lines: list[bytes], settings: EngineSettings | None = None) -> Any:
+    want, engine = expected_rolling(lines, settings)
     waiting = {key: count for key, (count, _) in engine.waiting(time.time()).items()}
 
     def check() -> list[str]:

@@ -126,6 +126,18 @@ def test_business_time_is_additive_bounded_and_never_negative(
     assert 0 <= whole <= c - a + 1e-6
 
 
+@settings(max_examples=150, deadline=None)
+@given(week(), INSTANTS, st.floats(0, 7 * 86400, allow_nan=False))
+def test_after_open_is_the_inverse_of_business_time(
+    hours: dict[str, list[str]], a: float, seconds: float
+) -> None:
+    cal = load_calendars({"calendars": {"default": {"timezone": "Europe/Berlin", "hours": hours}}})
+    if not any(hours.values()):
+        return  # never open: no instant to find
+    b = cal.after_open("q", a, seconds)
+    assert b >= a and cal.business_seconds("q", a, b) == pytest.approx(seconds, abs=1e-3)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(INSTANTS, min_size=2, max_size=2), st.sampled_from(["Europe/Berlin", "America/New_York"]))
 def test_always_open_is_calendar_time(instants: list[float], zone: str) -> None:

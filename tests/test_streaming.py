@@ -23,6 +23,7 @@ from streaming import (
 
 from pipeline.broker import EmbeddedBroker
 from pipeline.produce import send_lines
+from pipeline.settings import WorkerSettings
 from pipeline.store.backends import open_backend
 from pipeline.stream.topics import ensure_topics
 
@@ -120,3 +121,35 @@ def test_events_keyed_by_something_else_are_rekeyed_once(
         assert worker.scrape()[("ccpipe_events_rekeyed_total", ())] > 0
     finally:
         worker.stop()
+
+
+def test_section_6_gauges_and_columns_equal_compute_with_the_same_settings(
+    broker: EmbeddedBroker, topics: dict[str, str], workdir: Path
+) -> None:
+    """Short abandons and business hours from the example calendars file: a worker's §6 gauges
+    and the §6 columns of the views equal `ccpipe compute` with the same settings."""
+    calendars = Path(__file__).parents[1] / "deploy" / "calendars.example.yaml"
+    env = {"CCPIPE_SHORT_ABANDON_SECONDS": "5", "CCPIPE_CALENDARS_FILE": str(calendars)}
+    engine = WorkerSettings.from_env(env).engine()
+    settings = settings_for(broker, topics)
+    ensure_topics(settings)
+    lines = scenario(900, seed=13)
+    send_lines(settings, lines)
+    worker = WorkerProcess(broker.bootstrap, workdir, **topics, **env).start()
+    try:
+        wait_until(gauges_match(worker, lines, engine), timeout=120, what="§6 gauges")
+        samples = worker.scrape()
+        names = {name for name, _ in samples}
+        assert {"ccpipe_resolution_seconds", "ccpipe_resolution_mean_seconds", "ccpipe_service_level_ratio",
+                "ccpipe_frt_business_seconds", "ccpipe_frt_business_sla_ratio"} <= names  # fmt: skip
+    finally:
+        worker.stop()
+    store = open_backend(f"chdb://{workdir}/chdb")
+    try:
+        assert_views_equal_compute(store, lines, engine)
+        short = store.select("SELECT sum(abandoned_short), sum(resolutions_timed) FROM metrics_window").rows[
+            0
+        ]
+        assert int(short[0]) > 0 and int(short[1]) > 0  # the scenario exercises them
+    finally:
+        store.close()
