@@ -62,7 +62,7 @@ def big(title: str, expr: str, unit: str, steps: dashboard.ThresholdsConfig, des
         .text_mode(BigValueTextMode.VALUE)
         .no_value("-")
         .height(6)
-        .span(4)
+        .span(3)
     )
 
 
@@ -93,6 +93,16 @@ def wall() -> dashboard.Dashboard:
                 weighted_mean("ccpipe_frt_sla_ratio", "ccpipe_first_responses", f'{c}, window="5m"'),
                 "percentunit", thresholds((None, "red"), (0.8, "yellow"), (0.9, "green")),
                 "Share of first replies within the target, all queues."),
+            big("Service level (15 min)",
+                f'channel:ccpipe_service_level:ratio_15m{{{c}}}',
+                "percentunit", thresholds((None, "red"), (0.8, "yellow"), (0.9, "green")),
+                "Contacts answered within the target over answered plus abandoned (short abandons "
+                "left out): the industry's '80% answered within 20 s'."),
+            big("Business-hours reply, p90 (5 min)",
+                f'max(ccpipe_frt_business_seconds{{{c}, quantile="0.9", window="5m"}})',
+                "s", thresholds((None, "green"), (0.8 * target, "yellow"), (target, "red")),
+                "FRT p90 counting only the open hours of each queue's calendar (equal to the FRT "
+                "for a queue open all the time)."),
             big("Waiting now",
                 f"sum(ccpipe_conversations_waiting{{{c}}})",
                 "short", thresholds((None, "green"), (10, "yellow"), (25, "red")),
@@ -197,6 +207,18 @@ ANALYST_PANELS = (
     ("Customer sentiment by day and channel", False, "none",
      "SELECT toDateTime(day) AS time, channel, sum(sentiment_mean * messages) / sum(messages) AS sentiment "
      "FROM sentiment_daily WHERE $__timeFilter(day) GROUP BY time, channel ORDER BY time"),
+    ("Resolution time p90 by hour and channel", False, "s",
+     "SELECT hour AS time, channel, max(resolution_p90_seconds) AS resolution_p90 FROM resolution_hourly "
+     "WHERE $__timeFilter(hour) GROUP BY time, channel ORDER BY time"),
+    ("Service level by hour and channel", False, "percentunit",
+     "SELECT hour AS time, channel, sum(answered_within_target) / "
+     "nullIf(sum(answered) + sum(abandoned) - sum(abandoned_short), 0) AS service_level "
+     "FROM service_level_hourly WHERE $__timeFilter(hour) GROUP BY time, channel ORDER BY time"),
+    ("What customers are upset about today", True, "none",
+     "SELECT word, sum(mentions) AS mentions, sum(conversations) AS conversations, "
+     "groupUniqArray(3)(channel) AS channels FROM negative_words_daily "
+     "WHERE day = (SELECT max(day) FROM negative_words_daily) GROUP BY word "
+     "ORDER BY mentions DESC LIMIT 25"),
     ("Agents", True, "none",
      "SELECT agent_id, sum(conversations) AS handled, round(sum(frt_mean_seconds * conversations) / "
      "sum(conversations), 1) AS frt_mean_s, max(frt_p90_seconds) AS frt_p90_s, sum(resolved) AS resolved, "

@@ -4,8 +4,8 @@ One self-contained page (pipeline/wall.html: no CDN, no web fonts, works offline
 this server for `/wall.json` every few seconds. The server scrapes every worker's /metrics
 (each (channel, queue) is exported by exactly one worker, so the union is complete) and folds
 the gauges into a tile per channel exactly as the Grafana wall does: FRT p90 of the worst queue
-against the channel target, first replies within target, waiting now, the longest wait, FCR
-and customer mood, the last three weighted by their sample counts across queues.
+against the channel target, first replies within target, service level, waiting now, the
+longest wait, FCR and customer mood, the ratios weighted by their sample counts across queues.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ class _Queue:
 class _Channel:
     target: float = DEFAULT_TARGET
     within: _Sums = field(default_factory=_Sums)
+    service: _Sums = field(default_factory=_Sums)
     fcr: _Sums = field(default_factory=_Sums)
     mood: _Sums = field(default_factory=_Sums)
     queues: dict[str, _Queue] = field(default_factory=lambda: defaultdict(_Queue))
@@ -117,6 +118,8 @@ def wall_model(scrapes: list[Scrape], now: float, events_still_since: float | No
             line.oldest = value
         elif name == "ccpipe_frt_sla_ratio" and window == "5m":
             tile.within.add(value, by_key.get(("ccpipe_first_responses", channel, queue, window)))
+        elif name == "ccpipe_service_level_ratio" and window == "15m":
+            tile.service.add(value, by_key.get(("ccpipe_service_level_contacts", channel, queue, window)))
         elif name == "ccpipe_fcr_ratio" and window == "1h":
             tile.fcr.add(value, by_key.get(("ccpipe_resolutions", channel, queue, window)))
         elif name == "ccpipe_sentiment_mean" and window == "15m":
@@ -134,6 +137,7 @@ def wall_model(scrapes: list[Scrape], now: float, events_still_since: float | No
             "status": status(p90, target),
             "frt_p90_seconds": p90,
             "within_target_ratio": tile.within.mean(),
+            "service_level_ratio": tile.service.mean(),
             "waiting": sum(q.waiting for _, q in queues),
             "oldest_waiting_seconds": max(olds) if olds else None,
             "fcr_ratio": tile.fcr.mean(),

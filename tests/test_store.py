@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from support import T0
 
 from pipeline.engine import Engine
 from pipeline.events import Event, decode_event
+from pipeline.settings import EngineSettings, WorkerSettings
 from pipeline.store.backends import Backend, DriverBackend, StoreUnavailable, open_backend
 from pipeline.store.migrations import migrate
 from pipeline.store.rows import TABLES, interaction_row
@@ -49,11 +51,11 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 
 
 def run_partitioned(
-    lines: list[bytes], partitions: int = 3, batch: int = 200
+    lines: list[bytes], partitions: int = 3, batch: int = 200, settings: EngineSettings | None = None
 ) -> Iterator[tuple[int, int, Any, Any]]:
     """Feed events to one engine per partition (by customer), as the workers do; yields
     (partition, version, batch result, stored input) per batch, then the flush."""
-    engines = [Engine() for _ in range(partitions)]
+    engines = [Engine(settings) for _ in range(partitions)]
     per_partition: list[list[tuple[Event, int]]] = [[] for _ in range(partitions)]
     for line in lines:
         event = decode_event(line)
@@ -166,6 +168,34 @@ def test_views_equal_compute_and_a_replayed_batch_changes_nothing(backend: Backe
         len(unique),
         str(len(unique)),
     )
+
+
+SECTION_6 = WorkerSettings.from_env({
+    "CCPIPE_SHORT_ABANDON_SECONDS": "5",
+    "CCPIPE_CALENDARS_FILE": str(Path(__file__).parents[1] / "deploy" / "calendars.example.yaml"),
+}).engine()  # fmt: skip
+
+
+def test_section_6_columns_equal_compute_and_the_readme_queries_run(backend: Backend) -> None:
+    lines = scenario(900, seed=3)
+    asyncio.run(write_all(backend, list(run_partitioned(lines, settings=SECTION_6))))
+    assert_views_equal_compute(backend, lines, SECTION_6)
+    levels = select(
+        backend, "SELECT sum(abandoned_short) AS short, sum(answered) AS answered FROM service_level_hourly"
+    )
+    assert int(levels[0]["short"]) > 0 and int(levels[0]["answered"]) > 0
+    words = select(
+        backend,
+        "SELECT word, sum(mentions) AS n FROM negative_words_daily GROUP BY word ORDER BY n DESC LIMIT 5",
+    )
+    assert words and all(len(row["word"]) >= 3 for row in words)
+    # Every query of the README's analyst section runs on these views.
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", readme, flags=re.DOTALL)
+    statements = [s for block in blocks for s in block.split(";") if s.strip().replace("\n", "").strip("- ")]
+    assert len(statements) >= 8
+    for statement in statements:
+        backend.select(statement)
 
 
 class Outage:

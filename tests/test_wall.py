@@ -24,8 +24,8 @@ from pipeline.produce import send_lines
 from pipeline.stream.topics import ensure_topics
 
 SCREENSHOT = Path(__file__).resolve().parents[1] / "var" / "wall.png"
-FIELDS = ("frt_p90_seconds", "within_target_ratio", "waiting", "oldest_waiting_seconds", "fcr_ratio",
-          "sentiment_mean")  # fmt: skip
+FIELDS = ("frt_p90_seconds", "within_target_ratio", "service_level_ratio", "waiting", "oldest_waiting_seconds",
+          "fcr_ratio", "sentiment_mean")  # fmt: skip
 
 
 def _die_with_parent() -> None:
@@ -92,6 +92,9 @@ def expected_tiles(samples: dict[Sample, float]) -> dict[str, dict[str, float | 
         tiles[channel] = {
             "frt_p90_seconds": max(p90s) if p90s else None,
             "within_target_ratio": weighted(queues, "ccpipe_frt_sla_ratio@5m", "ccpipe_first_responses@5m"),
+            "service_level_ratio": weighted(
+                queues, "ccpipe_service_level_ratio@15m", "ccpipe_service_level_contacts@15m"
+            ),
             "waiting": sum(q.get("ccpipe_conversations_waiting", 0) for q in queues),
             "oldest_waiting_seconds": max(olds) if olds else None,
             "fcr_ratio": weighted(queues, "ccpipe_fcr_ratio@1h", "ccpipe_resolutions@1h"),
@@ -149,7 +152,18 @@ def test_wall_page_shows_the_gauges_and_turns_red_on_a_spike(
         + [
             customer_msg(
                 "w1", "wait-1", time.time() - T0 - 40, channel="email", queue="support", customer="w"
-            )
+            ),
+            # A chat customer who gave up: a miss for the service level, not for "within target".
+            customer_msg("g1", "gone", time.time() - T0 - 100, channel="chat", queue="tech", customer="g"),
+            event(
+                "g2",
+                "conversation_abandoned",
+                "gone",
+                time.time() - T0 - 60,
+                channel="chat",
+                queue="tech",
+                customer="g",
+            ),
         ]
     )
     send_lines(settings, lines_of(calm))
@@ -172,6 +186,7 @@ def test_wall_page_shows_the_gauges_and_turns_red_on_a_spike(
         )
         assert tiles["chat"]["status"] == "warn"  # p90 50 s: over 80 % of the 60 s target
         assert tiles["chat"]["text"]["within_target_ratio"] == "100%"
+        assert tiles["chat"]["text"]["service_level_ratio"] == "80%"  # 4 answered in time of 4 + 1 abandon
         assert tiles["email"]["waiting"] == 1 and tiles["email"]["text"]["waiting"] == "1"
         assert tiles["phone"]["text"]["sentiment_mean"] == "+0.60"
 
