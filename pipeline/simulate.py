@@ -42,14 +42,14 @@ MEDIAN_FRT: dict[str, float] = {
     "whatsapp": 90.0,
 }
 # Median handling time after the first reply until resolution, per channel (log-normal, sigma 0.5):
-# a call is solved in minutes, an email thread in hours.
+# a call is solved in minutes, an email thread takes the longest.
 MEDIAN_HANDLING: dict[str, float] = {
     "phone": 240.0,
-    "chat": 600.0,
-    "email": 14400.0,
-    "sms": 1800.0,
-    "social": 3600.0,
-    "whatsapp": 1200.0,
+    "chat": 480.0,
+    "email": 1800.0,
+    "sms": 900.0,
+    "social": 1200.0,
+    "whatsapp": 600.0,
 }
 SHORT_ABANDON_SHARE = 0.3  # abandons that are callers hanging up within seconds
 BOT_CHANNELS = frozenset({"chat", "sms", "social", "whatsapp"})

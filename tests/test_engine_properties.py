@@ -188,3 +188,17 @@ def test_retracting_a_sample_restores_the_window(values: list[float], data: st.D
     assert after.keys() == before.keys()
     assert all(_close(before[k], after[k]) or before[k] == pytest.approx(after[k]) for k in before)
     assert isinstance(window.frt, ExactSamples)
+
+
+def test_partials_of_a_worker_before_section_6_are_read_during_a_rolling_upgrade() -> None:
+    """The positional wire format (counters in slot order, then the FRT samples) still merges."""
+    window = WindowAggregate()
+    for v in (4.0, 30.0, 90.0):
+        window.apply(FRT, (v, v), +1, sla_target=60.0)
+    state = window.state()
+    old = [state[name] for name in ("abandoned", "ces_n", "ces_sum", "csat_good", "csat_n", "csat_sum",
+           "fcr_ok", "frt_n", "frt_sla_ok", "frt_sum", "nps_detractors", "nps_n", "nps_promoters", "resolved",
+           "sentiment_n", "sentiment_negative", "sentiment_sum", "started", "surveys", "frt")]  # fmt: skip
+    assert WindowAggregate.from_state(old).result() == window.result()
+    newer = dict(state, some_future_counter=7)  # a newer worker's extra accumulator is ignored
+    assert WindowAggregate.from_state(newer).result() == window.result()

@@ -74,6 +74,11 @@ class Log:
             views.absorb(0, value)
         return views
 
+    def runtime_with_all(self) -> Runtime:
+        reference = self.runtime()
+        asyncio.run(reference.handle(self.messages))
+        return reference
+
     def runtime(self, interval: float = 1e9) -> Runtime:
         return Runtime(
             EngineSettings(), outputs=self, load_checkpoint=self.load, save_checkpoint=self.save,
@@ -108,6 +113,23 @@ def test_restart_from_an_old_checkpoint_catches_up_without_double_counting() -> 
     assert log.persisted == 24 + 15 + 7 + 9
     # Counted live: the reference's 24, the first worker's 15 and the second's 9; never the 7 caught up.
     assert log.live_valid == 24 + 15 + 9
+
+
+def test_a_checkpoint_made_with_other_settings_is_rebuilt_from_the_topic() -> None:
+    log = Log(BODIES)
+    first = log.runtime()
+    asyncio.run(first.handle(log.messages[:20]))
+    asyncio.run(first.checkpoint_all())
+    # Restarted with short abandons counted: the old state would follow the old rules.
+    second = Runtime(
+        EngineSettings(short_abandon_seconds=5), outputs=log, load_checkpoint=log.load, save_checkpoint=log.save,
+        read_range=log.read, checkpoint_interval=1e9,
+    )  # fmt: skip
+    asyncio.run(second.handle(log.messages[20:]))
+    assert second.stats.caught_up == 20  # everything before the commit, re-read
+    (state,) = second.partitions.values()
+    assert state.engine.settings.short_abandon_seconds == 5
+    assert final_view(second) == final_view(log.runtime_with_all())
 
 
 def test_checkpoint_newer_than_the_commit_skips_what_it_already_holds() -> None:

@@ -22,6 +22,10 @@ from pipeline.engine.windows import FRT, SENTIMENT, SURVEY, Key, WindowRow, Wind
 from pipeline.events import FUTURE_TIMESTAMP, Event, InvalidEvent
 from pipeline.settings import ROLLING_SPANS, EngineSettings
 
+# The shape of an engine's state; a checkpoint of another shape is not restored (bump it when
+# the engine's, a conversation's or a window's attributes change).
+STATE_FORMAT = 2
+
 # Deadlines kept in the timer heap.
 _FCR_FINAL, _EVICT = 0, 1
 # Idle conversations are looked for this many times per idle timeout.
@@ -73,6 +77,15 @@ class Engine:
         self._changed: dict[str, Conversation] = {}
         self._batch = Batch()
         self._not_after = math.inf
+        self.state_format = STATE_FORMAT
+
+    def resumes(self, settings: EngineSettings) -> bool:
+        """True when this (restored) state was made by this engine version with `settings`:
+        otherwise its windows and facts would follow other rules, and it must be rebuilt."""
+        try:
+            return getattr(self, "state_format", None) == STATE_FORMAT and self.settings == settings
+        except AttributeError:  # settings pickled by an older version lack today's fields
+            return False
 
     # --- input -----------------------------------------------------------------------------
 

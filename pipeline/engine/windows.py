@@ -135,6 +135,12 @@ ACCUMULATORS = (
     Accumulator("frt_business_sla_ok", "frt_business_sla_ok", "UInt32"),
     Accumulator("frt_business", "frt_business_samples", "Array(Float64)", samples=True),
 )
+# The positional wire format of ccpipe before contract §6, read during a rolling upgrade.
+_POSITIONAL = (
+    "abandoned", "ces_n", "ces_sum", "csat_good", "csat_n", "csat_sum", "fcr_ok", "frt_n", "frt_sla_ok",
+    "frt_sum", "nps_detractors", "nps_n", "nps_promoters", "resolved", "sentiment_n", "sentiment_negative",
+    "sentiment_sum", "started", "surveys", "frt",
+)  # fmt: skip
 _NUMBERS = tuple(a.name for a in ACCUMULATORS if not a.samples)
 _SAMPLES = tuple(a.name for a in ACCUMULATORS if a.samples)
 _FLOATS = frozenset(a.name for a in ACCUMULATORS if a.type == "Float64")
@@ -233,8 +239,15 @@ class WindowAggregate:
         return numbers | {name: getattr(self, name).values for name in _SAMPLES}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> WindowAggregate:
-        """The window a `state()` describes; accumulators it lacks are empty, unknown ones ignored."""
+    def from_state(cls, state: dict[str, Any] | list[Any]) -> WindowAggregate:
+        """The window a `state()` describes; accumulators it lacks are empty, unknown ones ignored.
+        A list is the positional format of workers before contract §6 (a rolling upgrade): their
+        windows know no business hours, so business FRT is their FRT."""
+        if isinstance(state, list):
+            state = dict(zip(_POSITIONAL, state, strict=True))
+        if "frt" in state and "frt_business" not in state:
+            state = state | {"frt_business": state["frt"], "frt_business_sum": state.get("frt_sum", 0.0),
+                             "frt_business_sla_ok": state.get("frt_sla_ok", 0)}  # fmt: skip
         aggregate = cls()
         for name in _NUMBERS:
             if name in state:

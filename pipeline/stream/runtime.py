@@ -253,6 +253,12 @@ class Runtime:
         """State for a newly assigned partition: newest checkpoint, then catch up to `first_offset`."""
         began = time.monotonic()
         state = await self._load_checkpoint(partition)
+        if state is not None and not state.engine.resumes(self.settings):
+            log.warning(
+                "partition %d: its checkpoint was made by another ccpipe version or with other engine "
+                "settings; rebuilding the partition's state from the topic", partition,
+            )  # fmt: skip
+            state = None
         if state is None:
             state = PartitionEngine(partition, Engine(self.settings))
         checkpoint_offset = state.applied_offset
