@@ -43,7 +43,7 @@ def test_idle_unresolved_conversation_leaves_after_the_idle_timeout() -> None:
                             for i in range(1, 10)]))  # fmt: skip
     assert "idle" not in engine.conversations
     assert "other9" in engine.conversations
-    assert not engine.waiting_by_key[("chat", "billing")].get("idle")
+    assert "idle" not in engine.waiting_by_key[("chat", "billing")]
 
 
 def test_event_ids_are_forgotten_after_the_dedup_horizon() -> None:

@@ -225,10 +225,10 @@ def test_oldest_waiting_grows_between_scrapes_without_events() -> None:
 
 def test_partial_updates_of_changed_windows_merge_to_the_engine_state(monkeypatch: Any) -> None:
     """Between complete snapshots, only changed windows travel; the owner's merge stays exact."""
-    from pipeline.stream import runtime as runtime_module
+    from pipeline.stream import partials as partials_module
 
-    monkeypatch.setattr(runtime_module, "PUBLISH_EVERY", 0.0)
-    monkeypatch.setattr(runtime_module, "REPUBLISH_EVERY", 1e9)
+    monkeypatch.setattr(partials_module, "PUBLISH_EVERY", 0.0)
+    monkeypatch.setattr(partials_module, "REPUBLISH_EVERY", 1e9)
     log = Log(BODIES)
     runtime = log.runtime()
     for message in log.messages:  # one batch per message: one update per batch
@@ -264,3 +264,35 @@ def test_a_gap_the_catch_up_cannot_read_stops_the_partition_instead_of_skipping_
     with pytest.raises(CatchUpError, match="needs everything up to 20"):
         asyncio.run(second.handle(log.messages[20:]))
     assert second.partitions == {}
+
+
+def test_a_checkpoint_finishing_after_its_partition_left_leaves_nothing_behind() -> None:
+    """A save that completes after a rebalance took the partition away must not bring any of
+    its bookkeeping back (there is one object per partition, and it is gone)."""
+    log = Log(BODIES)
+
+    async def scenario() -> Runtime:
+        release = asyncio.Event()
+        saved = log.save
+
+        async def slow_save(partition: int, applied_offset: int, image: bytes) -> int:
+            await release.wait()
+            return await saved(partition, applied_offset, image)
+
+        runtime = Runtime(
+            EngineSettings(), outputs=log, load_checkpoint=log.load, save_checkpoint=slow_save,
+            read_range=log.read, checkpoint_interval=0.0,
+        )  # fmt: skip
+        await runtime.handle(log.messages[:10])  # starts a checkpoint in the background
+        (assigned,) = runtime.partitions.values()
+        assert assigned.saving is not None
+        runtime.revoke([0])
+        runtime.assign([])  # the partition went to another worker
+        release.set()
+        await assigned.saving
+        await runtime.checkpoint_due()
+        return runtime
+
+    runtime = asyncio.run(scenario())
+    assert runtime.partitions == {}
+    assert log.saved is not None and log.saved.applied_offset == 9  # the image itself was valid

@@ -18,13 +18,14 @@ from typing import Any
 from pipeline.engine.conversations import Conversation, covers
 from pipeline.engine.dedup import EventIdSet
 from pipeline.engine.sentiment import message_score
+from pipeline.engine.waiting import WaitingSet
 from pipeline.engine.windows import FRT, SENTIMENT, SURVEY, Key, WindowRow, WindowStore, rolling_views
 from pipeline.events import FUTURE_TIMESTAMP, Event, InvalidEvent
 from pipeline.settings import ROLLING_SPANS, EngineSettings
 
 # The shape of an engine's state; a checkpoint of another shape is not restored (bump it when
 # the engine's, a conversation's or a window's attributes change).
-STATE_FORMAT = 2
+STATE_FORMAT = 3
 
 # Deadlines kept in the timer heap.
 _FCR_FINAL, _EVICT = 0, 1
@@ -67,7 +68,7 @@ class Engine:
         self.windows = WindowStore(s.window_seconds, s.sla_target, max(ROLLING_SPANS.values()))
         self.conversations: dict[str, Conversation] = {}
         self.customers: dict[str, list[Conversation]] = {}
-        self.waiting_by_key: dict[Key, dict[str, float]] = {}
+        self.waiting_by_key: dict[Key, WaitingSet] = {}
         self.event_ids = EventIdSet(s.dedup_horizon_seconds)
         self.stats = EngineStats()
         self.newest: float | None = None
@@ -285,18 +286,21 @@ class Engine:
 
     def _refresh_waiting(self, conv: Conversation, old_key: Key) -> None:
         waiting = self.waiting_by_key
-        previous = waiting.get(old_key)
-        if previous is not None:
-            previous.pop(conv.conversation_id, None)
+        if old_key != conv.key or not conv.waiting:
+            previous = waiting.get(old_key)
+            if previous is not None:
+                previous.discard(conv.conversation_id)
         if conv.waiting:
-            waiting.setdefault(conv.key, {})[conv.conversation_id] = conv.start  # type: ignore[assignment]
+            assert conv.start is not None
+            waiting.setdefault(conv.key, WaitingSet()).add(conv.conversation_id, conv.start)
 
     def waiting(self, now: float) -> dict[Key, tuple[int, float | None]]:
         """Per key: conversations waiting for a first response, and how long the oldest waits."""
-        return {
-            key: (len(starts), max(0.0, now - min(starts.values())) if starts else None)
-            for key, starts in self.waiting_by_key.items()
-        }
+        ages = {}
+        for key, starts in self.waiting_by_key.items():
+            oldest = starts.oldest()
+            ages[key] = (len(starts), max(0.0, now - oldest) if oldest is not None else None)
+        return ages
 
     def rolling(self, now: float) -> dict[str, dict[Key, dict[str, Any]]]:
         """The 5m/15m/1h rolling views at `now`, each an exact merge of tumbling windows."""
@@ -343,7 +347,7 @@ class Engine:
                 del self.customers[conv.customer_id]
         waiting = self.waiting_by_key.get(conv.key)
         if waiting is not None:
-            waiting.pop(conv.conversation_id, None)
+            waiting.discard(conv.conversation_id)
         self._batch.evicted += 1
 
     # --- output ----------------------------------------------------------------------------

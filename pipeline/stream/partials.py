@@ -15,17 +15,52 @@ every PUBLISH_EVERY, 0.25 s): an update costs one or two windows instead of an h
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from pipeline.engine import Engine
+from pipeline.engine import Batch, Engine
 from pipeline.engine.windows import Key, WindowAggregate, rolling_views
 from pipeline.settings import EngineSettings
 
 SEPARATOR = "\x1f"
+PUBLISH_EVERY = 0.25  # changed windows reach their owner at most this often (seconds)
+REPUBLISH_EVERY = 10.0  # and every key's every window this often, so a new owner has them all
+
+
+@dataclass(slots=True)
+class PublishState:
+    """One input partition's publish policy: the keys whose partial changed since it last
+    published (with the starts of their changed windows), and when it published."""
+
+    dirty: dict[Key, set[float]] = field(default_factory=dict)
+    published: float = -math.inf
+    published_all: float = -math.inf
+
+    def mark(self, batch: Batch) -> None:
+        """Note what a batch changed: its window rows, and the keys of changed conversations
+        (their waiting state may have changed)."""
+        for row in batch.windows:
+            self.dirty.setdefault((row.channel, row.queue), set()).add(row.window_start)
+        for record in batch.conversations:
+            self.dirty.setdefault((record["channel"], record["queue"]), set())
+
+    def due(self, engine: Engine, now: float, force: bool = False) -> dict[Key, set[float] | None]:
+        """What to publish now — changed windows at most once per PUBLISH_EVERY, every window of
+        every key once per REPUBLISH_EVERY or when forced (None: all windows of that key) — and
+        mark it published. Empty when nothing is due."""
+        if not force and now - self.published < PUBLISH_EVERY:
+            return {}
+        changed: dict[Key, set[float] | None] = dict(self.dirty)
+        self.dirty = {}
+        self.published = now
+        if force or now - self.published_all >= REPUBLISH_EVERY:
+            self.published_all = now
+            changed = dict.fromkeys(keys_of(engine))
+        return changed
 
 
 def partial_key(key: Key) -> bytes:
@@ -37,7 +72,7 @@ def snapshot(
 ) -> bytes:
     """One key's waiting state and windows in one partition of the `source` topic: all of its
     windows, or only those starting at `changed`."""
-    waiting = engine.waiting_by_key.get(key) or {}
+    waiting = engine.waiting_by_key.get(key)
     if changed is None:
         windows = engine.windows.windows_of(key)
     else:
@@ -52,7 +87,7 @@ def snapshot(
             "newest": engine.newest,
             "complete": changed is None,
             "windows": [[start, aggregate.state()] for start, aggregate in windows],
-            "waiting": [len(waiting), min(waiting.values()) if waiting else None],
+            "waiting": [len(waiting), waiting.oldest()] if waiting else [0, None],
         }
     )
 

@@ -25,11 +25,10 @@ from typing import Protocol
 import orjson
 
 from pipeline.engine import Batch, Engine
-from pipeline.engine.windows import Key
 from pipeline.events import Event, InvalidEvent, decode_event
 from pipeline.settings import EngineSettings
 from pipeline.stream.checkpoints import image
-from pipeline.stream.partials import keys_of, partial_key, snapshot
+from pipeline.stream.partials import PublishState, partial_key, snapshot
 
 log = logging.getLogger("ccpipe.worker")
 
@@ -37,9 +36,7 @@ REKEYED_HEADER = "ccpipe-rekeyed"
 # A refused payload is kept whole up to this size; a larger one (a `too_large` message, say)
 # is cut, with its full size in the record, so dead letters always fit in a Kafka message.
 DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
-PUBLISH_EVERY = 0.25
 STORE_TIMEOUT = 5.0  # how long a checkpoint waits for the store before it is postponed
-REPUBLISH_EVERY = 10.0
 
 
 class CatchUpError(RuntimeError):
@@ -65,6 +62,31 @@ class PartitionEngine:
     partition: int
     engine: Engine
     applied_offset: int = -1
+
+
+@dataclass(eq=False)
+class Assigned:
+    """Everything this worker keeps for one assigned input partition, in one place: assigning
+    creates it, revoking drops it (one `del`), and work that finishes after an `await` checks
+    it is still the partition's object before touching anything."""
+
+    state: PartitionEngine  # the engine and the last offset it applied: what a checkpoint holds
+    last_checkpoint: float = 0.0  # monotonic time the last checkpoint was started
+    checkpointed: int = -1  # input offset of the last checkpoint saved
+    saving: asyncio.Task[bool] | None = None  # the checkpoint under way
+    publish: PublishState = field(default_factory=PublishState)
+
+    @property
+    def partition(self) -> int:
+        return self.state.partition
+
+    @property
+    def engine(self) -> Engine:
+        return self.state.engine
+
+    @property
+    def applied_offset(self) -> int:
+        return self.state.applied_offset
 
 
 class Outputs(Protocol):
@@ -134,18 +156,10 @@ class Runtime:
         self._save_checkpoint = save_checkpoint
         self._read_range = read_range
         self.checkpoint_interval = checkpoint_interval
-        self.partitions: dict[int, PartitionEngine] = {}
+        self.partitions: dict[int, Assigned] = {}
         # Partitions revoked in a rebalance still under way: kept in case they come back.
         self._suspended: set[int] = set()
-        self._last_checkpoint: dict[int, float] = {}
-        self._checkpointed: dict[int, int] = {}  # partition -> offset of its last checkpoint
-        self._saving: dict[int, asyncio.Task[bool]] = {}  # checkpoints under way
         self.stats = RuntimeStats()
-        # Per partition, the keys whose partial changed since it last published, with the
-        # starts of their changed windows; and when it published.
-        self._dirty: dict[int, dict[Key, set[float]]] = {}
-        self._published: dict[int, float] = {}
-        self._published_all: dict[int, float] = {}
         # The newest event time this worker processed (for the processing lag).
         self.newest_event_time: float | None = None
 
@@ -166,14 +180,16 @@ class Runtime:
         for message in messages:
             by_partition.setdefault(message.partition, []).append(message)
         for partition, batch in by_partition.items():
-            state = self.partitions.get(partition)
-            if state is None:
-                state = await self._recover(partition, batch[0].offset)
-            await self._apply(state, batch, live=True)
-            await self._maybe_checkpoint(state)
-            await self._maybe_publish(state)
+            assigned = self.partitions.get(partition)
+            if assigned is None:
+                assigned = await self._recover(partition, batch[0].offset)
+            await self._apply(assigned.state, batch, live=True, publish=assigned.publish)
+            self._maybe_checkpoint(assigned)
+            await self._maybe_publish(assigned)
 
-    async def _apply(self, state: PartitionEngine, messages: list[Message], live: bool) -> None:
+    async def _apply(
+        self, state: PartitionEngine, messages: list[Message], live: bool, publish: PublishState
+    ) -> None:
         items: list[Event | InvalidEvent] = []
         stored = StoredInput()
         for message in messages:
@@ -200,35 +216,18 @@ class Runtime:
                     await self.outputs.dead_letter(message, bad)
         self.outputs.persist(state.partition, state.applied_offset, batch, stored)
         self.outputs.observe(batch, live)
-        dirty = self._dirty.setdefault(state.partition, {})
-        for row in batch.windows:
-            dirty.setdefault((row.channel, row.queue), set()).add(row.window_start)
-        for record in batch.conversations:  # the waiting state may have changed
-            dirty.setdefault((record["channel"], record["queue"]), set())
+        publish.mark(batch)
         newest = state.engine.newest
         if newest is not None and (self.newest_event_time is None or newest > self.newest_event_time):
             self.newest_event_time = newest
 
     # --- partials for the owners of each (channel, queue) ----------------------------------
 
-    async def _maybe_publish(self, state: PartitionEngine, force: bool = False) -> None:
-        """Publish the changed windows of the changed keys at most once per PUBLISH_EVERY, and
-        all of every key every REPUBLISH_EVERY (so a new owner of a key has it all within that
-        time)."""
-        now = time.monotonic()
-        partition = state.partition
-        if not force and now - self._published.get(partition, 0.0) < PUBLISH_EVERY:
-            return
-        last_all = self._published_all.get(partition)
-        everything = force or last_all is None or now - last_all >= REPUBLISH_EVERY
-        changed: dict[Key, set[float] | None] = dict(self._dirty.get(partition, {}))
-        self._dirty[partition] = {}
-        self._published[partition] = now
-        if everything:
-            self._published_all[partition] = now
-            changed = dict.fromkeys(keys_of(state.engine))  # None: every window
+    async def _maybe_publish(self, assigned: Assigned, force: bool = False) -> None:
+        """Publish what the partition's publish policy says is due (pipeline/stream/partials.py)."""
+        changed = assigned.publish.due(assigned.engine, time.monotonic(), force)
         if changed:
-            engine, offset = state.engine, state.applied_offset
+            engine, offset, partition = assigned.engine, assigned.applied_offset, assigned.partition
             await self.outputs.publish_partials(
                 [
                     (partial_key(key), snapshot(self.source, partition, offset, engine, key, changed=starts))
@@ -239,17 +238,17 @@ class Runtime:
     async def publish_due(self) -> None:
         """Publish what changed in partitions that got no batch since (on a timer, so a key of
         a quiet partition reaches its owner within about PUBLISH_EVERY too)."""
-        for state in list(self.partitions.values()):
-            await self._maybe_publish(state)
+        for assigned in list(self.partitions.values()):
+            await self._maybe_publish(assigned)
 
     async def publish_all(self) -> None:
         """Every partition's every key (on a timer, so owners stay complete while idle)."""
-        for state in list(self.partitions.values()):
-            await self._maybe_publish(state, force=True)
+        for assigned in list(self.partitions.values()):
+            await self._maybe_publish(assigned, force=True)
 
     # --- recovery --------------------------------------------------------------------------
 
-    async def _recover(self, partition: int, first_offset: int) -> PartitionEngine:
+    async def _recover(self, partition: int, first_offset: int) -> Assigned:
         """State for a newly assigned partition: newest checkpoint, then catch up to `first_offset`."""
         began = time.monotonic()
         state = await self._load_checkpoint(partition)
@@ -264,9 +263,10 @@ class Runtime:
         checkpoint_offset = state.applied_offset
         missing = first_offset - checkpoint_offset - 1
         offset = state.applied_offset + 1
+        publish = PublishState()
         if offset < first_offset:
             async for records in self._read_range(partition, offset, first_offset):
-                await self._apply(state, records, live=False)
+                await self._apply(state, records, live=False, publish=publish)
                 self.stats.caught_up += len(records)
                 offset = records[-1].offset + 1
         if offset < first_offset:
@@ -275,14 +275,15 @@ class Runtime:
                 f"catch-up of partition {partition} read nothing at offset {offset}, "
                 f"needs everything up to {first_offset}"
             )
-        self.partitions[partition] = state
-        self._last_checkpoint[partition] = time.monotonic()
+        assigned = self.partitions[partition] = Assigned(
+            state, last_checkpoint=time.monotonic(), checkpointed=checkpoint_offset, publish=publish
+        )
         self.stats.recoveries[partition] += 1
         log.info(
             "partition %d recovered: checkpoint at offset %d, caught up %d messages to offset %d in %.2f s",
             partition, checkpoint_offset, max(0, missing), first_offset, time.monotonic() - began,
         )  # fmt: skip
-        return state
+        return assigned
 
     def revoke(self, partitions: Iterable[int]) -> None:
         """A rebalance started: these partitions may move (Kafka revokes all of them first)."""
@@ -295,38 +296,33 @@ class Runtime:
         self.stats.assigned = len(assigned)
         for partition in self._suspended - assigned:
             self.partitions.pop(partition, None)
-            for bookkeeping in (self._last_checkpoint, self._checkpointed, self._dirty,
-                                self._published, self._published_all):  # fmt: skip
-                bookkeeping.pop(partition, None)
         self._suspended.clear()
 
-    async def _maybe_checkpoint(self, state: PartitionEngine) -> None:
+    def _maybe_checkpoint(self, assigned: Assigned) -> None:
         """Start a checkpoint in the background when the interval has passed: the batches go
         on while it waits for the store and writes to Kafka."""
-        partition = state.partition
-        due = time.monotonic() - self._last_checkpoint.get(partition, 0.0) >= self.checkpoint_interval
-        if due and partition not in self._saving:
-            self._last_checkpoint[partition] = time.monotonic()
-            task = asyncio.create_task(self._checkpoint(state, STORE_TIMEOUT), name=f"checkpoint-{partition}")
-            self._saving[partition] = task
-            task.add_done_callback(lambda done: self._checkpoint_done(partition, done))
+        due = time.monotonic() - assigned.last_checkpoint >= self.checkpoint_interval
+        if due and assigned.saving is None:
+            assigned.last_checkpoint = time.monotonic()
+            task = asyncio.create_task(self._checkpoint(assigned, STORE_TIMEOUT),
+                                       name=f"checkpoint-{assigned.partition}")  # fmt: skip
+            assigned.saving = task
+            task.add_done_callback(lambda done: self._checkpoint_done(assigned, done))
 
-    def _checkpoint_done(self, partition: int, task: asyncio.Task[bool]) -> None:
-        self._saving.pop(partition, None)
+    @staticmethod
+    def _checkpoint_done(assigned: Assigned, task: asyncio.Task[bool]) -> None:
+        assigned.saving = None
         if not task.cancelled() and task.exception() is not None:
             # The previous checkpoint stays valid: recovery only catches up further.
-            log.warning("checkpoint of partition %d failed: %r", partition, task.exception())
+            log.warning("checkpoint of partition %d failed: %r", assigned.partition, task.exception())
 
-    async def checkpoint(self, state: PartitionEngine, store_timeout: float = STORE_TIMEOUT) -> bool:
-        """Save the partition's state now (waiting for it); False if the store is behind."""
-        return await self._checkpoint(state, store_timeout)
-
-    def _checkpoint(self, state: PartitionEngine, store_timeout: float) -> Coroutine[None, None, bool]:
+    def _checkpoint(self, assigned: Assigned, store_timeout: float) -> Coroutine[None, None, bool]:
         """Capture the state as it is now, and return the coroutine that saves that image once
         the store holds every row it produced: recovery re-creates the rows of what follows a
-        checkpoint, never of what precedes it."""
-        partition, offset = state.partition, state.applied_offset
-        taken = image(state)
+        checkpoint, never of what precedes it. A partition revoked meanwhile is saved all the
+        same (its image is valid), but only its own object records it."""
+        partition, offset = assigned.partition, assigned.applied_offset
+        taken = image(assigned.state)
         stored = asyncio.ensure_future(self.outputs.flush(store_timeout))  # covers the rows given so far
 
         async def save() -> bool:
@@ -334,7 +330,7 @@ class Runtime:
                 log.info("checkpoint of partition %d postponed: the store is behind", partition)
                 return False
             size = await self._save_checkpoint(partition, offset, taken)
-            self._checkpointed[partition] = max(offset, self._checkpointed.get(partition, -1))
+            assigned.checkpointed = max(offset, assigned.checkpointed)
             self.stats.checkpoints += 1
             self.stats.checkpoint_bytes += size
             return True
@@ -344,15 +340,16 @@ class Runtime:
     async def checkpoint_due(self) -> None:
         """Checkpoint partitions with unsaved progress whose interval has passed (on a timer,
         so a partition that went quiet is saved too)."""
-        for state in list(self.partitions.values()):
-            if state.applied_offset > self._checkpointed.get(state.partition, -1):
-                await self._maybe_checkpoint(state)
+        for assigned in list(self.partitions.values()):
+            if assigned.applied_offset > assigned.checkpointed:
+                self._maybe_checkpoint(assigned)
 
     async def checkpoint_all(self) -> None:
         """Checkpoint every partition now (at shutdown), after the ones under way."""
-        await asyncio.gather(*self._saving.values(), return_exceptions=True)
-        for state in list(self.partitions.values()):
-            await self.checkpoint(state)
+        under_way = [a.saving for a in self.partitions.values() if a.saving is not None]
+        await asyncio.gather(*under_way, return_exceptions=True)
+        for assigned in list(self.partitions.values()):
+            await self._checkpoint(assigned, STORE_TIMEOUT)
 
 
 def _misrouted(message: Message, event: Event) -> bool:

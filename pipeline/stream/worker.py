@@ -33,11 +33,9 @@ from pipeline.store.writer import StoreWriter
 from pipeline.stream.checkpoints import CheckpointStore, restore
 from pipeline.stream.faust_internals import bounded_worker
 from pipeline.stream.kafka import aiokafka_options, faust_credentials
-from pipeline.stream.partials import MergedViews
+from pipeline.stream.partials import PUBLISH_EVERY, REPUBLISH_EVERY, MergedViews
 from pipeline.stream.runtime import (
-    PUBLISH_EVERY,
     REKEYED_HEADER,
-    REPUBLISH_EVERY,
     Message,
     PartitionEngine,
     Runtime,
