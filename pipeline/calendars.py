@@ -13,6 +13,7 @@ Pure: `load_calendars` takes the parsed YAML document; reading the file is the s
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,9 +55,14 @@ class Calendar:
             day += timedelta(days=1)
         return total
 
-    def after_open(self, a: float, seconds: float, horizon_days: int = 366) -> float:
+    def after_open(self, a: float, seconds: float) -> float:
         """The instant at which this calendar has been open `seconds` since `a` (the inverse of
         `open_seconds`: how a reply promised in business time lands in calendar time)."""
+        weekly = sum(end - start for day in self.hours for start, end in day) * 60.0
+        if weekly <= 0:
+            raise ValueError(f"calendar {self.name!r} is never open")
+        # Enough weeks for `seconds` of open time, a year more for holidays and DST.
+        horizon_days = 7 * math.ceil(seconds / weekly) + 366
         zone = ZoneInfo(self.timezone)
         day = datetime.fromtimestamp(a, zone).date() - timedelta(days=1)
         remaining = seconds

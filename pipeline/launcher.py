@@ -108,8 +108,9 @@ class Children:
             for child in group:
                 with contextlib.suppress(ProcessLookupError):
                     child.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + bound  # for the group together: they stop side by side
             for child in group:
-                stop_process(child.process, timeout=bound)
+                stop_process(child.process, timeout=max(0.01, deadline - time.monotonic()))
                 stopped.append(f"{child.name} (pid {child.process.pid})")
         return stopped
 

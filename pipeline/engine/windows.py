@@ -1,12 +1,16 @@
 """Tumbling event-time windows per (channel, queue), and their exact merge into rolling views.
 
-A window row is a record of accumulators (counts, sums and an FRT distribution) with three
-verbs: `apply` (add or retract one sample), `merge` (combine two windows exactly) and
-`result` (the contract §3 fields). Windows keep their FRT samples exactly (a minute of first
-responses per key is a short list), so a sample can be retracted while the window is open
-(out-of-order events within the allowed lateness move samples), a final window's row is
-exact, and a window can travel to the worker that merges a key's partitions. Merges — the
-rolling 5m/15m/1h views, across partitions and workers — go through a DDSketch.
+A window row is a record of accumulators (counts, sums and sample distributions: FRT,
+business-hours FRT, resolution time) with three verbs: `apply` (add or retract one sample),
+`merge` (combine two windows exactly) and `result` (the contract's fields). Each accumulator
+is declared once in ACCUMULATORS (name, column, type, how it merges) and each field once in
+FIELDS (how it comes from the accumulators, the rolling gauge that shows it); the rows, the
+partials' wire format, the store's columns and the exporter read those declarations. Windows
+keep their samples exactly (a minute of a key is a short list), so a sample can be retracted
+while the window is open (out-of-order events within the allowed lateness move samples), a
+final window's row is exact, and a window can travel to the worker that merges a key's
+partitions. Merges — the rolling 5m/15m/1h views, across partitions and workers — go through
+a DDSketch.
 """
 
 from __future__ import annotations
