@@ -31,6 +31,9 @@ def _seconds(text: str) -> float:
     return value
 
 
+_ENGINE = {declared.field: declared for declared in ENGINE_SETTINGS}
+
+
 def _flag_parser(declared: Setting) -> Callable[[str], Any]:
     """The setting's own parser, its error shown by argparse next to the flag."""
 
@@ -278,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
         "business-hours FRT and the simulator's agents reply only while their queue is open",
     )  # fmt: skip
     run.add_argument(
-        "--short-abandon-seconds", type=_non_negative_seconds, default=None, metavar="S",
+        "--short-abandon-seconds", type=_flag_parser(_ENGINE["short_abandon_seconds"]), default=None,
+        metavar="S",
         help="abandons within S seconds of the start are short: not counted against service level",
     )  # fmt: skip
     run.add_argument(

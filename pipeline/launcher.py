@@ -14,7 +14,6 @@ import contextlib
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from types import FrameType
 
 from pipeline.broker import EmbeddedBroker, start_broker
 from pipeline.monitoring import LocalPrometheus, start_prometheus
-from pipeline.ports import LOOPBACK, PortInUseError, free_port, is_free
+from pipeline.ports import LOOPBACK, PortInUseError, free_port, is_free, wait_for_port
 from pipeline.processes import log_tail, spawn_cli, stop_process
 from pipeline.settings import RUN_STORE, WorkerSettings
 from pipeline.store.backends import redact
@@ -161,7 +160,7 @@ def scrape_totals(url: str) -> tuple[float, float | None]:
 
 
 def run(options: RunOptions) -> int:
-    bind = WorkerSettings.from_env({}).metrics_bind
+    bind = WorkerSettings.from_env(os.environ).metrics_bind  # where the worker will listen
     ports, notes = choose_ports([
         PortChoice("--metrics-port", 9464, options.metrics_port),
         PortChoice("--query-port", 9465, options.query_port),
@@ -240,14 +239,15 @@ def _fail(child: Child) -> int:
 
 def _wait_until_listening(children: Children, host: str, port: int, timeout: float) -> None:
     """Until the worker listens for /metrics; a child that exits meanwhile ends the run at once."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def children_alive() -> None:
         if (child := children.exited()) is not None:
             raise SystemExit(_fail(child))
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
-            return
-        time.sleep(WATCH_EVERY)
-    raise SystemExit(f"ccpipe run: the worker did not listen on {host}:{port} within {timeout:g} s")
+
+    try:
+        wait_for_port(host, port, timeout, check=children_alive, every=WATCH_EVERY)
+    except TimeoutError as late:
+        raise SystemExit(f"ccpipe run: the worker did not start: {late}") from None
 
 
 def _banner(children: Children, bootstrap: str, metrics: str, wall: str, options: RunOptions) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 
 LOOPBACK = "127.0.0.1"
 
@@ -54,7 +55,11 @@ def is_free(host: str, port: int) -> bool:
     return True
 
 
-def wait_for_port(host: str, port: int, timeout: float) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float, check: Callable[[], None] | None = None, every: float = 0.05
+) -> None:
+    """Until something accepts connections on host:port; `check` runs between attempts and may
+    raise to give up early (the process that should listen has died, say)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -63,4 +68,6 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
         except OSError:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s") from None
-            time.sleep(0.05)
+            if check is not None:
+                check()
+            time.sleep(every)

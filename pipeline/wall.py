@@ -15,7 +15,6 @@ import html
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,27 @@ DEFAULT_TARGET = 3600.0
 Labels = dict[str, str]
 
 
+Sample = tuple[str, Labels, float]
+
+
 @dataclass
 class Scrape:
-    """One worker's /metrics page, or why it could not be read."""
+    """One worker's /metrics samples (NaN left out), or why they could not be read."""
 
     url: str
-    text: str | None
+    samples: list[Sample] | None
     error: str | None = None
+
+    @classmethod
+    def of(cls, url: str, text: str) -> Scrape:
+        """The samples of a /metrics page, parsed once for everything the page shows."""
+        samples = [
+            (sample.name, sample.labels, sample.value)
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if not math.isnan(sample.value)
+        ]
+        return cls(url, samples)
 
 
 @dataclass
@@ -82,13 +95,6 @@ def status(p90: float | None, target: float) -> str:
     return "warn" if p90 >= AMBER_FROM * target else "good"
 
 
-def _samples(text: str) -> Iterable[tuple[str, Labels, float]]:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if not math.isnan(sample.value):
-                yield sample.name, sample.labels, sample.value
-
-
 def wall_model(scrapes: list[Scrape], now: float, events_still_since: float | None = None) -> dict[str, Any]:
     """The page's data: one tile per channel (with its queues when there are several) and a
     banner when a worker is missing or the numbers lag real time. Pure: scrapes in, dict out."""
@@ -97,7 +103,7 @@ def wall_model(scrapes: list[Scrape], now: float, events_still_since: float | No
     lags: list[float] = []
     targets: dict[str, float] = {}
     for scrape in scrapes:
-        for name, labels, value in _samples(scrape.text or ""):
+        for name, labels, value in scrape.samples or ():
             if name == "ccpipe_processing_lag_seconds":
                 lags.append(value)
             elif name == "ccpipe_frt_target_seconds":
@@ -153,14 +159,14 @@ def wall_model(scrapes: list[Scrape], now: float, events_still_since: float | No
         "refresh_seconds": REFRESH_SECONDS,
         "channels": tiles,
         "banner": _banner(scrapes, lags, now, events_still_since),
-        "workers": [{"url": s.url, "up": s.text is not None, "error": s.error} for s in scrapes],
+        "workers": [{"url": s.url, "up": s.samples is not None, "error": s.error} for s in scrapes],
     }
 
 
 def _banner(
     scrapes: list[Scrape], lags: list[float], now: float, events_still_since: float | None
 ) -> dict[str, str] | None:
-    down = [s for s in scrapes if s.text is None]
+    down = [s for s in scrapes if s.samples is None]
     if down:
         return {
             "level": "bad",
@@ -207,7 +213,7 @@ class WallFeed:
         events = sum(
             value
             for scrape in scrapes
-            for name, _, value in _samples(scrape.text or "")
+            for name, _, value in scrape.samples or ()
             if name == "ccpipe_events_total"
         )
         if events != self._events:
@@ -220,7 +226,7 @@ class WallFeed:
         try:
             async with session.get(url) as response:
                 response.raise_for_status()
-                return Scrape(url, await response.text())
+                return Scrape.of(url, await response.text())
         except Exception as exc:  # an unreachable worker is shown on the page, not raised
             return Scrape(url, None, str(exc) or type(exc).__name__)
 

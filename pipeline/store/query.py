@@ -34,8 +34,11 @@ class QueryError(Exception):
 
 def run_query(store_url: str, sql: str, query_port: int) -> QueryResult:
     path = chdb_dir(store_url)
-    if path is None:
-        return _select(store_url, sql)
+    if path is None:  # a ClickHouse server: ask it directly
+        try:
+            return _select(store_url, sql)
+        except StoreUnavailable as exc:
+            raise QueryError(str(exc)) from exc
     if not (path / "metadata").is_dir():
         what = "the directory does not exist" if not path.exists() else "it holds no chDB store"
         raise QueryError(f"there is no chDB store at {path} ({what}): check --store or CCPIPE_STORE_URL")
@@ -59,13 +62,10 @@ def run_query(store_url: str, sql: str, query_port: int) -> QueryResult:
 
 
 def _select(store_url: str, sql: str) -> QueryResult:
+    """Open the store, run the read-only query, close it (StoreUnavailable when it cannot)."""
     backend = open_backend(store_url)
     try:
         return backend.select(sql, readonly=True)
-    except StoreUnavailable as exc:
-        if chdb_dir(store_url) is not None:
-            raise
-        raise QueryError(str(exc)) from exc
     finally:
         backend.close()
 

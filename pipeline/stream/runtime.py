@@ -67,8 +67,8 @@ class PartitionEngine:
 @dataclass(eq=False)
 class Assigned:
     """Everything this worker keeps for one assigned input partition, in one place: assigning
-    creates it, revoking drops it (one `del`), and work that finishes after an `await` checks
-    it is still the partition's object before touching anything."""
+    creates it, revoking drops it (one `del`), and work that finishes after an `await` updates
+    only the object it started with, so a partition that left is never brought back."""
 
     state: PartitionEngine  # the engine and the last offset it applied: what a checkpoint holds
     last_checkpoint: float = 0.0  # monotonic time the last checkpoint was started
