@@ -3,7 +3,9 @@
 - `ceiling`: a bare aiokafka `getmany` loop + orjson + a dict count (a Python consumer's ceiling);
 - `floor`: a Faust app with `stream.take(2000)`, raw values, orjson, dict counts, no tables
   (what Faust itself costs);
-- `naive`: the textbook Faust app: per-event `group_by(channel)` and a windowed table.
+- `naive`: the textbook Faust app: per-event `group_by(channel)` and a windowed table;
+- `quix`: the Quix Streams peer: `group_by` (channel, queue), then a tumbling 60 s window of
+  event time with a count and a mean (of the customer sentiment, 0 when absent) per key.
 
 Each prints `events=N seconds=S` (first to last event) and exits once it has seen N events.
 Usage: python bench/baselines.py KIND --bootstrap HOST:PORT --topic T --events N
@@ -104,17 +106,62 @@ def faust_app(kind: str, bootstrap: str, topic: str, events: int) -> None:
     faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
+KAFKA_DEFAULT_RETENTION_MS = str(7 * 24 * 3600 * 1000)
+
+
+def quix(bootstrap: str, topic: str, events: int) -> None:
+    from datetime import timedelta  # noqa: PLC0415
+
+    from quixstreams import Application  # noqa: PLC0415 - only this baseline needs it
+    from quixstreams.dataframe.windows import Count, Mean  # noqa: PLC0415
+    from quixstreams.models.topics.manager import TopicManager  # noqa: PLC0415
+
+    # Quix derives its internal topics' retention from the source topic's config; Tansu's
+    # DescribeConfigs answers with an empty set, so fill in Kafka's own default.
+    derive = TopicManager.derive_topic_config.__func__  # type: ignore[attr-defined]
+
+    def with_retention(cls: type, topics: list) -> object:  # type: ignore[type-arg]
+        for source in topics:
+            source.broker_config.extra_config.setdefault("retention.ms", KAFKA_DEFAULT_RETENTION_MS)
+        return derive(cls, topics)
+
+    TopicManager.derive_topic_config = classmethod(with_retention)  # type: ignore[method-assign,assignment]
+    app = Application(broker_address=bootstrap, consumer_group=f"quix-{uuid.uuid4().hex[:6]}",
+                      auto_offset_reset="earliest", state_dir=f"/tmp/quix-{os.getpid()}",
+                      loglevel=os.environ.get("BENCH_LOG_LEVEL", "ERROR"))  # fmt: skip
+    source = app.topic(topic, value_deserializer="json",
+                       timestamp_extractor=lambda value, *_: int(value["timestamp"] * 1000))  # fmt: skip
+    state = {"seen": 0, "began": None}
+
+    def counted(_: object) -> None:
+        state["seen"] += 1
+        if state["began"] is None:
+            state["began"] = time.monotonic()
+        if state["seen"] >= events:
+            report(state["seen"], state["began"])
+            os._exit(0)
+
+    frame = app.dataframe(source)
+    frame = frame.group_by(lambda value: f"{value['channel']}|{value['queue']}", name="channel_queue")
+    frame = frame.apply(lambda value: {"score": value.get("sentiment") or 0.0})
+    windows = frame.tumbling_window(timedelta(seconds=60)).agg(events=Count(), mean_score=Mean("score"))
+    windows.current().update(counted)
+    app.run()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("kind", choices=("ceiling", "floor", "naive"))
+    parser.add_argument("kind", choices=("ceiling", "floor", "naive", "quix"))
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--events", type=int, required=True)
     args = parser.parse_args()
     if args.kind == "ceiling":
         asyncio.run(ceiling(args.bootstrap, args.topic, args.events))
+    elif args.kind == "quix":
+        quix(args.bootstrap, args.topic, args.events)
     else:
         faust_app(args.kind, args.bootstrap, args.topic, args.events)
 

@@ -59,12 +59,12 @@ def simulated_lines(count: int) -> list[bytes]:
     return [orjson.dumps(e) for e in itertools.islice(events, count)]
 
 
-def scrape(url: str, names: tuple[str, ...] = ()) -> dict[str, float]:
+def scrape(url: str, names: tuple[str, ...] = (), timeout: float = 10) -> dict[str, float]:
     """A worker's /metrics (only the `names` series, if given) as {series: value}, the series
     written as in the exposition."""
     if names:
         url += "?" + urllib.parse.urlencode([("name[]", name) for name in names])
-    with urllib.request.urlopen(url, timeout=5) as response:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         text = response.read().decode()
     values = {}
     for line in text.splitlines():
@@ -120,6 +120,8 @@ class Workers:
                 self.query_ports.append(query_port)
             for port in self.ports:
                 wait_for_port(LOOPBACK, port, timeout=60)
+            for url in self.urls:  # the port is bound before the worker serves it
+                scrape(url, ("ccpipe_assigned_partitions",), timeout=60)
         except BaseException:
             self.__exit__(None, None, None)
             raise

@@ -310,8 +310,7 @@ class WorkerSettings:
     query_port: int = setting(9465, "loopback port where `ccpipe sql` reaches a running worker", _parse_port)
     metrics_bind: str = setting("127.0.0.1", "address the /metrics endpoint binds to", _parse_text)
     metrics_port: int = setting(9464, "port of the /metrics endpoint", _parse_port)
-    batch_size: int = setting(2000, "events handed to the engine at once", _parse_count)
-    batch_within_seconds: float = setting(0.2, "longest wait to fill a batch", _parse_seconds)
+    batch_size: int = setting(10_000, "most input records fetched at once (all partitions)", _parse_count)
     checkpoint_interval_seconds: float = setting(
         30.0, "how often each partition's engine state is checkpointed", _parse_seconds
     )

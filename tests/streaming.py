@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from kafka import KafkaAdminClient, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.broker import EmbeddedBroker
@@ -47,7 +48,6 @@ class WorkerProcess:
             "CCPIPE_PARTITIONS": "4",
             "CCPIPE_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
             "CCPIPE_CHECKPOINT_INTERVAL_SECONDS": "1",
-            "CCPIPE_BATCH_WITHIN_SECONDS": "0.1",
             "CCPIPE_LOG_LEVEL": "INFO",
         })  # fmt: skip
         self.env.update(env)
@@ -156,6 +156,17 @@ def scenario(seconds: float, spike: str | None = None, seed: int = 11) -> list[b
     cut = T0 + seconds - seconds % 60 + 5
     events = itertools.takewhile(lambda e: e["timestamp"] < cut + 10, Simulator(settings).events())
     return [orjson.dumps(e) for e in events if e["timestamp"] < cut]
+
+
+def committed(settings: WorkerSettings) -> int:
+    """Input records the worker group has committed (sum of committed offsets over partitions)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:
+        asked = [TopicPartition(settings.input_topic, p) for p in range(settings.partitions)]
+        offsets = admin.list_group_offsets({settings.group_id: asked})[settings.group_id]
+    finally:
+        admin.close()
+    return sum(max(0, meta.offset) for meta in offsets.values())
 
 
 def settings_for(broker: EmbeddedBroker, topics: dict[str, str]) -> WorkerSettings:

@@ -22,6 +22,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from storage import assert_views_equal_compute
 from streaming import (
     WorkerProcess,
+    committed,
     fresh_topics,
     gauges_match,
     scenario,
@@ -170,8 +171,9 @@ def test_a_store_outage_under_load_loses_nothing_and_pauses_consumption(
     broker: EmbeddedBroker, topics: dict[str, str], workdir: Path
 ) -> None:
     """The worker's ClickHouse writes fail while tests/faults/store_down exists (injected into
-    the real worker process); the buffer stays bounded, consumption pauses, and once writes
-    succeed again every row is there."""
+    the real worker process); the buffer stays bounded, consumption pauses, no offset is
+    committed for records whose rows are not stored, and once writes succeed again every row
+    is there and every offset committed."""
     settings_ = settings_for(broker, topics)
     ensure_topics(settings_)
     lines = scenario(900)
@@ -192,8 +194,11 @@ def test_a_store_outage_under_load_loses_nothing_and_pauses_consumption(
         assert paused_at < len(lines) * 0.9, "consumption did not pause"
         time.sleep(3)
         assert _counted(worker) == paused_at
+        assert committed(settings_) == 0, "offsets committed for records the store does not hold"
         flag.unlink()
         wait_until(gauges_match(worker, lines), timeout=120, what="gauges after the store came back")
+        wait_until(lambda: [] if committed(settings_) == len(lines) else [f"{committed(settings_)} committed"],
+                   timeout=30, what="every offset committed")  # fmt: skip
         unique = len({orjson.loads(line)["event_id"] for line in lines})
         wait_until(lambda: sql_problems(worker, "SELECT count() FROM interactions_dedup", str(unique)),
                    timeout=60, what="every event stored")  # fmt: skip

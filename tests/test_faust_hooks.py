@@ -3,12 +3,22 @@ renames one fails here, loudly, instead of silently changing how a worker stops.
 
 from __future__ import annotations
 
-from pipeline.stream.faust_internals import HOOKS, bounded_worker, check_hooks
+from pipeline.stream.faust_internals import ACK_STATE, HOOKS, bounded_worker, bulk_app, check_hooks
 
 
 def test_every_hook_exists() -> None:
     check_hooks()
-    assert len(HOOKS) == 3
+    assert len(HOOKS) == 9
+
+
+def test_the_bulk_app_replaces_the_fetch_loop_and_finds_the_ack_state() -> None:
+    app = bulk_app("hooks-test", broker="kafka://127.0.0.1:1", web_enabled=False)
+    consumer = app.consumer  # built through the app's transport: fails if the ack state moved
+    for name in ACK_STATE:
+        assert hasattr(consumer, name), name
+    overridden = type(consumer).__dict__
+    assert "_drain_messages" in overridden and "on_partitions_revoked" in overridden
+    assert "_new_transport" in type(app).__dict__
 
 
 def test_the_bounded_worker_extends_them() -> None:
@@ -16,6 +26,7 @@ def test_the_bounded_worker_extends_them() -> None:
 
     app = faust.App("hooks-test", broker="kafka://127.0.0.1:1", web_enabled=False)
     worker = bounded_worker(app, 1.0, quiet=True, redirect_stdouts=False, loglevel="WARNING")
-    for _, name in HOOKS:
-        assert name in type(worker).__dict__, name  # overridden, not inherited unchanged
+    for owner, name in HOOKS:
+        if owner.startswith("mode.worker"):
+            assert name in type(worker).__dict__, name  # overridden, not inherited unchanged
     assert isinstance(worker, faust.Worker)

@@ -57,6 +57,7 @@ class StoreWriter:
         max_buffer_rows: int,
         on_written: Callable[[str, int], None] = lambda table, rows: None,
         on_error: Callable[[], None] = lambda: None,
+        on_durable: Callable[[int], None] = lambda cycles_done: None,
     ) -> None:
         self.backend = backend
         self.batch_rows = batch_rows
@@ -64,6 +65,7 @@ class StoreWriter:
         self.max_buffer_rows = max_buffer_rows
         self._on_written = on_written
         self._on_error = on_error
+        self._on_durable = on_durable
         self._appended: dict[str, list[Row]] = {}
         self._newest: dict[str, dict[tuple[Any, ...], Row]] = {}  # tables of REPLACING_KEYS
         self._buffered = 0
@@ -105,13 +107,18 @@ class StoreWriter:
         if self._buffered >= self.batch_rows:
             self._wake.set()
 
+    def mark(self) -> int:
+        """The write cycle that stores every row given so far: once `on_durable` reports this
+        many cycles done, they are stored."""
+        return self._cycles_started + 1
+
     async def wait_for_room(self) -> None:
         """Return once the buffer is below its bound (immediately, unless the store is down)."""
         await self._room.wait()
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Write what is buffered now; True once everything given before the call is stored."""
-        target = self._cycles_started + 1
+        target = self.mark()
         self._wake.set()
 
         async def written() -> None:
@@ -164,6 +171,7 @@ class StoreWriter:
         async with self._cycle_end:
             self._cycles_done = self._cycles_started
             self._cycle_end.notify_all()
+        self._on_durable(self._cycles_done)
 
     async def _write_until_stored(self, table: str, rows: list[Row]) -> None:
         """Retry while the store is unreachable; isolate rows it refuses."""

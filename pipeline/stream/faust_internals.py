@@ -1,17 +1,28 @@
 """Every private Faust/mode hook ccpipe relies on, in one place, checked at start.
 
+Two extensions live here:
+
+- `bounded_worker`: a Faust worker that always stops within its bound;
+- `bulk_app`: a Faust app whose consumer hands each fetched partition's records to a handler
+  in one call (no per-message Event, queue put or stream step), while Faust keeps doing group
+  membership, assignment, rebalance callbacks, offset commits and the lifecycle. The handler
+  acknowledges offset ranges into Faust's own ack bookkeeping when their effects are durable,
+  so Faust's commit timer and shutdown commit work unchanged.
+
 faust-streaming and mode-streaming are pinned in pyproject.toml; `check_hooks()` runs when a
 worker starts and in the test suite, so an upgrade that renames a hook fails loudly instead of
-silently changing how a worker stops.
+silently changing how a worker stops or stalling its fetcher.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 log = logging.getLogger("ccpipe.worker")
@@ -21,7 +32,19 @@ HOOKS = (
     ("mode.worker.Worker", "_schedule_shutdown"),  # every stop signal ends up here
     ("mode.worker.Worker", "_install_signal_handlers_unix"),  # SIGINT/SIGTERM → _schedule_shutdown
     ("mode.worker.Worker", "on_worker_shutdown"),  # called once the worker leaves its main loop
+    ("faust.app.base.App", "_new_transport"),  # where the app builds its consumer's transport
+    ("faust.transport.consumer.Consumer", "_drain_messages"),  # the fetcher's loop, replaced
+    ("faust.transport.consumer.Consumer", "_wait_next_records"),  # one fetch, honouring flow
+    ("faust.transport.consumer.Consumer", "_get_active_partitions"),  # assigned minus paused
+    ("faust.transport.consumer.Consumer", "perform_seek"),  # back to committed after a rebalance
+    ("faust.transport.consumer.Consumer", "on_partitions_revoked"),  # drops pending acks
 )
+# Per-instance state of faust.transport.consumer.Consumer that `BulkConsumer.ack` writes, the
+# way `Consumer.ack` does for one message.
+ACK_STATE = ("_acked", "_acked_index", "_committed_offset", "_n_acked", "_stopped", "flow_active")
+
+# A handler gets a topic partition and its fetched records (aiokafka ConsumerRecords, in order).
+BulkHandler = Callable[[Any, Sequence[Any]], Awaitable[None]]
 
 
 def check_hooks() -> None:
@@ -79,3 +102,118 @@ def _give_up(timeout: float, signum: int) -> None:
     )
     sys.stderr.flush()
     os._exit(128 + signum)
+
+
+def bulk_app(group_id: str, **options: Any) -> Any:
+    """A `faust.App` whose topics registered with `app.bulk(topic, handler)` are consumed by
+    partition batches; the handler calls `app.consumer.ack(tp, first, last)` once the batch's
+    effects are durable (Faust commits only what is acknowledged)."""
+    import faust  # noqa: PLC0415 - slow import, only for workers
+    from faust.transport.drivers import aiokafka as driver  # noqa: PLC0415
+
+    check_hooks()
+
+    class BulkConsumer(driver.Consumer):  # type: ignore[misc,name-defined]
+        """Faust's aiokafka consumer with a fetch loop that hands over record lists."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            missing = [name for name in ACK_STATE if not hasattr(self, name)]
+            if missing:
+                raise RuntimeError(f"faust Consumer lacks {missing}: not the version ccpipe is pinned to")
+            self._acked_to: dict[Any, int] = {}  # tp -> highest offset acknowledged in bulk
+            self._batch: asyncio.Task[None] | None = None  # the handler call in progress
+
+        async def _drain_messages(self, fetcher: Any) -> None:  # faust Consumer._drain_messages
+            """Fetch, then hand each partition's records to its topic's handler, one call per
+            partition. A batch fetched while the flow is stopped (a rebalance under way) or in
+            an earlier generation is dropped and the consumer seeks back to the committed
+            offsets, as Faust's own `getmany` does: no batch is applied after a revocation."""
+            handlers: dict[str, BulkHandler] = app.bulk_handlers
+            try:
+                while not (self._stopped.is_set() or fetcher._stopped.is_set()):
+                    records, active = await self._wait_next_records(1.0)
+                    if not records or self.should_stop:
+                        continue
+                    if not self.flow_active:
+                        await self.perform_seek()
+                        continue
+                    generation = app.consumer_generation_id
+                    for tp, batch in records.items():
+                        if not self.flow_active or app.consumer_generation_id != generation:
+                            break
+                        if active is not None and tp not in self._get_active_partitions():
+                            continue
+                        # Shielded: stopping the fetcher cancels this loop, never a batch half done.
+                        self._batch = asyncio.ensure_future(handlers[tp.topic](tp, batch))
+                        await asyncio.shield(self._batch)
+                        if self._batch.exception() is not None:
+                            _crash(self._batch.exception())
+            except self.consumer_stopped_errors:
+                if not app.should_stop:
+                    raise
+
+        async def idle(self) -> None:
+            """Return once no handler call is in progress (shutdown and revocation wait here)."""
+            if self._batch is not None:
+                await asyncio.gather(self._batch, return_exceptions=True)
+
+        def ack(self, tp: Any, first: int, last: int) -> None:  # type: ignore[override]
+            """Acknowledge offsets `first..last` of `tp` (as Faust's `ack` does one message)."""
+            first = max(first, self._acked_to.get(tp, -1) + 1, self._committed_offset[tp] or 0)
+            if last < first:
+                return
+            offsets = range(first, last + 1)
+            self._acked[tp].extend(offsets)
+            self._acked_index[tp].update(offsets)
+            self._n_acked += len(offsets)
+            self._acked_to[tp] = last
+
+        async def on_partitions_revoked(self, revoked: set[Any]) -> None:  # faust Consumer
+            """Stop fetching, finish the batch in progress, let the app make its effects
+            durable and acknowledge them, and commit: Faust's own revocation drops the pending
+            acknowledgements of revoked partitions."""
+            self.stop_flow()
+            await self.idle()
+            await app.before_revoke(revoked)
+            await self.commit()
+            for tp in revoked:
+                self._acked_to.pop(tp, None)
+            await super().on_partitions_revoked(revoked)
+
+    class BulkTransport(driver.Transport):  # type: ignore[misc,name-defined]
+        Consumer = BulkConsumer
+
+    class BulkApp(faust.App):  # type: ignore[misc]
+        bulk_handlers: dict[str, BulkHandler]
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.bulk_handlers = {}
+            self.before_revoke: Callable[[set[Any]], Awaitable[None]] = _nothing
+
+        def _new_transport(self) -> Any:  # faust App._new_transport
+            return BulkTransport(self.conf.broker_consumer, self)
+
+        def bulk(self, topic: Any, handler: BulkHandler) -> None:
+            """Subscribe to `topic` and hand its records to `handler` by partition batch."""
+            self.bulk_handlers[topic.get_topic_name()] = handler
+            self.topics.add(topic)
+
+    app = BulkApp(group_id, **options)
+    return app
+
+
+async def _nothing(revoked: set[Any]) -> None:
+    return None
+
+
+def _crash(error: BaseException | None) -> None:
+    """A batch failed half way: its partition's state cannot be trusted, so neither saved.
+    Leave at once; the next start recovers every partition from its last checkpoint (which
+    covers only durable effects) and reads the rest again."""
+    log.critical("processing a batch failed; exiting so that state is recovered from checkpoints",
+                 exc_info=error)  # fmt: skip
+    sys.stderr.write(f"ccpipe worker: processing a batch failed ({error!r}); exiting\n")
+    sys.stderr.flush()
+    os._exit(70)

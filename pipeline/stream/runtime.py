@@ -43,9 +43,26 @@ class CatchUpError(RuntimeError):
     """The messages between a checkpoint and the consumer's position could not be read."""
 
 
+class Record(Protocol):
+    """The parts of a Kafka record the runtime reads (an aiokafka ConsumerRecord has them)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
 @dataclass(slots=True)
 class Message:
-    """The parts of a Kafka record the runtime needs (Faust's and aiokafka's both map to it)."""
+    """A record built by hand (tests, tools): the same parts as a ConsumerRecord."""
 
     topic: str
     partition: int
@@ -92,10 +109,10 @@ class Assigned:
 class Outputs(Protocol):
     """Where a worker's results go: Kafka topics, the store and metrics."""
 
-    async def dead_letter(self, message: Message, invalid: InvalidEvent) -> None:
+    async def dead_letter(self, message: Record, invalid: InvalidEvent) -> None:
         """Publish to the dead-letter topic (live messages only: catch-up ones were published)."""
 
-    async def rekey(self, message: Message, customer_id: str) -> None: ...
+    async def rekey(self, message: Record, customer_id: str) -> None: ...
 
     def observe(self, batch: Batch, live: bool) -> None:
         """Counters and histograms (live messages only)."""
@@ -118,7 +135,7 @@ class StoredInput:
     """The input side of a batch, for the store: valid events and refused messages."""
 
     events: list[tuple[Event, int]] = field(default_factory=list)  # (event, offset)
-    refused: list[tuple[Message, InvalidEvent]] = field(default_factory=list)
+    refused: list[tuple[Record, InvalidEvent]] = field(default_factory=list)
 
 
 @dataclass
@@ -145,7 +162,7 @@ class Runtime:
         outputs: Outputs,
         load_checkpoint: Callable[[int], Awaitable[PartitionEngine | None]],
         save_checkpoint: Callable[[int, int, bytes], Awaitable[int]],
-        read_range: Callable[[int, int, int], AsyncIterator[list[Message]]],
+        read_range: Callable[[int, int, int], AsyncIterator[Sequence[Record]]],
         checkpoint_interval: float,
         source: str = "interactions",
     ) -> None:
@@ -173,53 +190,61 @@ class Runtime:
 
     # --- batches ---------------------------------------------------------------------------
 
-    async def handle(self, messages: Iterable[Message]) -> None:
-        """Process a batch of messages from any partitions of the input topic."""
-        await self.outputs.wait_for_room()
-        by_partition: dict[int, list[Message]] = {}
+    async def handle(self, messages: Iterable[Record]) -> None:
+        """Process messages from any partitions of the input topic, partition by partition."""
+        by_partition: dict[int, list[Record]] = {}
         for message in messages:
             by_partition.setdefault(message.partition, []).append(message)
         for partition, batch in by_partition.items():
-            assigned = self.partitions.get(partition)
-            if assigned is None:
-                assigned = await self._recover(partition, batch[0].offset)
-            await self._apply(assigned.state, batch, live=True, publish=assigned.publish)
-            self._maybe_checkpoint(assigned)
-            await self._maybe_publish(assigned)
+            await self.handle_partition(partition, batch)
+
+    async def handle_partition(self, partition: int, messages: Sequence[Record]) -> None:
+        """Process one partition's messages, in offset order."""
+        await self.outputs.wait_for_room()
+        assigned = self.partitions.get(partition)
+        if assigned is None:
+            assigned = await self._recover(partition, messages[0].offset)
+        await self._apply(assigned.state, messages, live=True, publish=assigned.publish)
+        self._maybe_checkpoint(assigned)
+        await self._maybe_publish(assigned)
 
     async def _apply(
-        self, state: PartitionEngine, messages: list[Message], live: bool, publish: PublishState
+        self, state: PartitionEngine, messages: Sequence[Record], live: bool, publish: PublishState
     ) -> None:
+        """Apply the messages to the state in one step (nothing awaited until the state and the
+        offset it includes agree), then send what the batch owes to Kafka."""
         items: list[Event | InvalidEvent] = []
         stored = StoredInput()
+        misrouted: list[tuple[Record, str]] = []
         for message in messages:
             if message.offset <= state.applied_offset:
                 continue
             state.applied_offset = message.offset
             origin = f"{message.topic}[{message.partition}]@{message.offset}"
             item = decode_event(message.value, origin)
-            if isinstance(item, Event) and _misrouted(message, item):
-                if live:
-                    self.stats.rekeyed += 1
-                    await self.outputs.rekey(message, item.customer_id)
-                continue
-            items.append(item)
             if isinstance(item, Event):
+                if _misrouted(message, item):
+                    misrouted.append((message, item.customer_id))
+                    continue
                 stored.events.append((item, message.offset))
+            items.append(item)
         batch = state.engine.process(items, wall_clock=time.time())
         if batch.invalid:
             by_offset = {message.offset: message for message in messages}
             for bad in batch.invalid:
-                message = by_offset[int(bad.origin.rpartition("@")[2])]
-                stored.refused.append((message, bad))
-                if live:
-                    await self.outputs.dead_letter(message, bad)
+                stored.refused.append((by_offset[int(bad.origin.rpartition("@")[2])], bad))
         self.outputs.persist(state.partition, state.applied_offset, batch, stored)
         self.outputs.observe(batch, live)
         publish.mark(batch)
         newest = state.engine.newest
         if newest is not None and (self.newest_event_time is None or newest > self.newest_event_time):
             self.newest_event_time = newest
+        if live:  # catch-up messages were sent on by whoever processed them live
+            self.stats.rekeyed += len(misrouted)
+            for message, customer_id in misrouted:
+                await self.outputs.rekey(message, customer_id)
+            for message, bad in stored.refused:
+                await self.outputs.dead_letter(message, bad)
 
     # --- partials for the owners of each (channel, queue) ----------------------------------
 
@@ -352,14 +377,14 @@ class Runtime:
             await self._checkpoint(assigned, STORE_TIMEOUT)
 
 
-def _misrouted(message: Message, event: Event) -> bool:
+def _misrouted(message: Record, event: Event) -> bool:
     """Keyed by something other than the customer, and not re-keyed by us already."""
     if message.key is None or message.key == event.customer_id.encode():
         return False
     return not any(name == REKEYED_HEADER for name, _ in message.headers)
 
 
-def dead_letter_value(message: Message, invalid: InvalidEvent, received_at: float) -> bytes:
+def dead_letter_value(message: Record, invalid: InvalidEvent, received_at: float) -> bytes:
     """The dead-letter record: the raw payload with why and where it was refused."""
     return orjson.dumps(
         {

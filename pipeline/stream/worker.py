@@ -1,8 +1,10 @@
-"""`ccpipe worker`: the Faust app whose agent feeds batches of the input topic to the runtime.
+"""`ccpipe worker`: the Faust app that feeds each fetched partition's records to the runtime.
 
-Faust does what it is good at (consumer group membership, partition assignment, fetching,
-committing acknowledged offsets); everything ccpipe adds happens once per batch in
-`Runtime.handle`, so the per-message cost stays Faust's own.
+Faust does what it is good at (consumer group membership, partition assignment, rebalance
+callbacks, committing acknowledged offsets, the lifecycle); its consumer hands each partition's
+fetched records over in one call (`faust_internals.bulk_app`), so nothing costs per message but
+ccpipe's own work. An input batch is acknowledged to Faust (and so committed) once the store
+holds its rows; its effect on state is covered by checkpoints plus the topic itself.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +34,13 @@ from pipeline.store.query import ENDPOINT_FILE, STORE_HEADER
 from pipeline.store.sink import StoreSink
 from pipeline.store.writer import StoreWriter
 from pipeline.stream.checkpoints import CheckpointStore, restore
-from pipeline.stream.faust_internals import bounded_worker
+from pipeline.stream.faust_internals import bounded_worker, bulk_app
 from pipeline.stream.kafka import aiokafka_options, faust_credentials
 from pipeline.stream.partials import PUBLISH_EVERY, REPUBLISH_EVERY, MergedViews
 from pipeline.stream.runtime import (
     REKEYED_HEADER,
-    Message,
     PartitionEngine,
+    Record,
     Runtime,
     StoredInput,
     dead_letter_value,
@@ -51,8 +54,6 @@ class Worker:
     """One worker process: the Faust app, the runtime, checkpoints and the /metrics endpoint."""
 
     def __init__(self, settings: WorkerSettings) -> None:
-        import faust  # noqa: PLC0415 - slow import, only for workers
-
         self.settings = settings
         # Bound first: a busy port stops the worker at once, with the setting to change.
         self._sockets = (
@@ -63,7 +64,7 @@ class Worker:
         data_dir = Path(settings.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         session = settings.kafka_session_timeout_seconds
-        self.app = faust.App(
+        self.app = bulk_app(
             settings.group_id,
             broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],
             broker_credentials=faust_credentials(settings),
@@ -76,6 +77,7 @@ class Worker:
             broker_heartbeat_interval=max(0.5, session / 10),
             broker_rebalance_timeout=session,
             broker_commit_interval=1.0,
+            broker_max_poll_records=settings.batch_size,
             stream_wait_empty=False,
             value_serializer="raw",
             key_serializer="raw",
@@ -109,10 +111,14 @@ class Worker:
             max_buffer_rows=settings.store_max_buffer_rows,
             on_written=self.exporter.store_written,
             on_error=self.exporter.store_error,
+            on_durable=self._release,
         )
         self.sink = StoreSink(self.writer)
-        self.app.agent(self.input, name="ccpipe.process")(self._process)
-        self.app.agent(self.partials, name="ccpipe.merge")(self._merge)
+        # Input batches waiting for their rows to be stored: (tp, first, last offset, write cycle).
+        self._unacked: deque[tuple[Any, int, int, int]] = deque()
+        self.app.bulk(self.input, self._process)
+        self.app.bulk(self.partials, self._merge)
+        self.app.before_revoke = self._before_revoke
         self.app.timer(PUBLISH_EVERY / 2)(self.runtime.publish_due)
         self.app.timer(REPUBLISH_EVERY)(self.runtime.publish_all)
         self.app.timer(settings.checkpoint_interval_seconds)(self.runtime.checkpoint_due)
@@ -122,20 +128,30 @@ class Worker:
         self._checkpoints_started = False
         self._http: list[web.AppRunner] = []
 
-    # --- the agent -------------------------------------------------------------------------
+    # --- the consumer's handlers ----------------------------------------------------------
 
-    async def _process(self, stream: Any) -> AsyncIterator[None]:
-        settings = self.settings
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
-            await self.runtime.handle(_message(event.message) for event in events)
-            yield None
+    async def _process(self, tp: Any, records: Sequence[Record]) -> None:
+        await self.runtime.handle_partition(tp.partition, records)
+        self._unacked.append((tp, records[0].offset, records[-1].offset, self.writer.mark()))
 
-    async def _merge(self, stream: Any) -> AsyncIterator[None]:
+    def _release(self, cycles_done: int) -> None:
+        """Acknowledge the input batches whose rows are now stored (Faust commits them)."""
+        unacked = self._unacked
+        while unacked and unacked[0][3] <= cycles_done:
+            tp, first, last, _ = unacked.popleft()
+            self.app.consumer.ack(tp, first, last)
+
+    async def _before_revoke(self, revoked: set[Any]) -> None:
+        """Make what was processed durable before Faust commits and lets the partitions go
+        (bounded: a store that is down costs the next owner a longer catch-up, nothing more)."""
+        await self.writer.flush(timeout=self.settings.kafka_session_timeout_seconds / 3)
+        self._unacked = deque(entry for entry in self._unacked if entry[0] not in revoked)
+
+    async def _merge(self, tp: Any, records: Sequence[Record]) -> None:
         """Owner side: absorb the partials of the (channel, queue) keys this worker owns."""
-        async for events in stream.take_events(1000, within=0.05):
-            for event in events:
-                self.views.absorb(event.message.partition, event.message.value)
-            yield None
+        for record in records:
+            self.views.absorb(tp.partition, record.value)
+        self.app.consumer.ack(tp, records[0].offset, records[-1].offset)
 
     async def _on_assigned(self, sender: Any, assigned: set[Any], **_: Any) -> None:
         self.runtime.assign(tp.partition for tp in assigned if tp.topic == self.settings.input_topic)
@@ -146,10 +162,10 @@ class Worker:
 
     # --- outputs ---------------------------------------------------------------------------
 
-    async def dead_letter(self, message: Message, invalid: InvalidEvent) -> None:
+    async def dead_letter(self, message: Record, invalid: InvalidEvent) -> None:
         await self.dlq.send(key=message.key, value=dead_letter_value(message, invalid, time.time()))
 
-    async def rekey(self, message: Message, customer_id: str) -> None:
+    async def rekey(self, message: Record, customer_id: str) -> None:
         await self.input.send(key=customer_id.encode(), value=message.value, headers=[(REKEYED_HEADER, b"1")])
 
     async def publish_partials(self, partials: list[tuple[bytes, bytes]]) -> None:
@@ -189,7 +205,7 @@ class Worker:
         await self._ensure_checkpoints()
         return await self.checkpoints.save(partition, applied_offset, image)
 
-    async def _read_range(self, partition: int, start: int, end: int) -> AsyncIterator[list[Message]]:
+    async def _read_range(self, partition: int, start: int, end: int) -> AsyncIterator[list[Record]]:
         """Pages of input messages with offsets in [start, end) of one partition (for catch-up),
         through one consumer; stops early when a fetch stays empty for 5 s."""
         tp = TopicPartition(self.settings.input_topic, partition)
@@ -200,7 +216,7 @@ class Worker:
             consumer.seek(tp, start)
             while True:
                 records = (await consumer.getmany(tp, timeout_ms=5000, max_records=10_000)).get(tp, [])
-                page = [_message(r) for r in records if r.offset < end]
+                page = [r for r in records if r.offset < end]
                 if not page:
                     return
                 yield page
@@ -285,22 +301,17 @@ class Worker:
         if self.store_dir is not None:
             self._endpoint().unlink(missing_ok=True)
         try:
+            await asyncio.wait_for(self.app.consumer.idle(), timeout=share)  # the batch in progress
             await asyncio.wait_for(self.runtime.checkpoint_all(), timeout=share)
         except Exception as exc:  # a failed goodbye checkpoint only costs a longer catch-up
             log.warning("final checkpoint failed: %r", exc)
         finally:
             await self.writer.stop(timeout=share)
+            await self.app.consumer.commit()  # what the store now holds
             await self.checkpoints.stop()
             for runner in self._http:
                 await runner.cleanup()
             self.backend.close()
-
-
-def _message(record: Any) -> Message:
-    headers = record.headers or ()
-    if isinstance(headers, Mapping):
-        headers = list(headers.items())
-    return Message(record.topic, record.partition, record.offset, record.key, record.value, tuple(headers))
 
 
 def main(environ: Mapping[str, str] | None = None) -> None:
