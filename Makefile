@@ -73,6 +73,7 @@ test: $(STAMP) $(TOOLS) lint
 
 # Benchmarks: numbers, not tests (never part of `make test`).
 bench: bench-engine $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python bench/run.py
 
 bench-quick: $(STAMP)

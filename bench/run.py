@@ -12,10 +12,11 @@ with text, most texts unique), each consumer reading them from a pre-loaded topi
   engine, sentiment, ClickHouse writes (chDB), checkpoints, partials and gauges; every event
   accounted for in the workers' counters and every valid event's row written.
 
-The full run (without --quick) adds: latency produce→gauge and produce→row at half of one
-worker's rate, peak RSS with 100k and 1M open conversations, and the CPU shares of one worker
-(py-spy), and prints them as a Markdown table. Usage: python bench/run.py [--quick]; the last
-line holds the throughput figures.
+The full run (without --quick) adds: the Quix Streams peer (group_by channel and queue, a
+tumbling 60 s count and mean; its ~30 s group join on this broker is not timed), latency
+produce→gauge and produce→row at half of one worker's rate, peak RSS with 100k and 1M open
+conversations, and the CPU shares of one worker (py-spy), and prints them as a Markdown table.
+Usage: python bench/run.py [--quick]; the last line holds the throughput figures.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class Figures:
     naive: float
     worker: float
     machine: float
+    quix: float | None = None
     delays: Latency | None = None
     rss: dict[int, tuple[float, int]] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
@@ -110,6 +112,7 @@ class Figures:
             f"faust_floor_eps={self.floor:.0f} naive_faust_eps={self.naive:.0f} "
             f"ceiling_eps={self.ceiling:.0f} speedup_vs_naive_faust={self.machine / self.naive:.1f} "
             f"floor_ratio={self.worker / self.floor:.2f} ceiling_ratio={self.worker / self.ceiling:.3f}"
+            + (f" quix_eps={self.quix:.0f} vs_quix={self.machine / self.quix:.2f}" if self.quix else "")
         )
 
     def markdown(self) -> str:
@@ -117,10 +120,13 @@ class Figures:
             ("aiokafka getmany + orjson (ceiling)", f"{self.ceiling:,.0f} events/s"),
             ("Faust floor: take(2000), no state", f"{self.floor:,.0f} events/s"),
             ("textbook Faust: group_by + windowed table", f"{self.naive:,.0f} events/s"),
+            *([("Quix Streams: group_by + tumbling count and mean", f"{self.quix:,.0f} events/s")]
+              if self.quix else []),
             ("ccpipe, 1 worker (`worker_eps`)",
              f"{self.worker:,.0f} events/s = {self.worker / self.floor:.2f} x Faust floor"),
             (f"ccpipe, {self.workers} workers (`machine_eps`)",
-             f"{self.machine:,.0f} events/s = {self.machine / self.naive:.1f} x textbook Faust"),
+             f"{self.machine:,.0f} events/s = {self.machine / self.naive:.1f} x textbook Faust"
+             + (f", {self.machine / self.quix:.2f} x Quix Streams" if self.quix else "")),
         ]  # fmt: skip
         if self.delays is not None:
             d = self.delays
@@ -182,6 +188,7 @@ def main() -> None:
             progress(f"ccpipe, {cores} workers", machine)
         figures = Figures(setup, cores, ceiling, floor, naive, worker, machine)
         if not args.quick:
+            figures.quix = progress("Quix Streams", baseline("quix", bootstrap, topic, events))
             with Workers(bootstrap, 1, args.partitions, workdir) as workers:
                 workers.wait_for_assignment()
                 figures.delays = latency(workers, rate=worker / 2, seconds=60)
