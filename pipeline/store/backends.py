@@ -111,14 +111,15 @@ class ChdbBackend:
 
     def insert(self, table: str, columns: Sequence[Column], data: Sequence[Sequence[Any]]) -> None:
         import pyarrow as pa  # noqa: PLC0415 - comes with chDB
+        import pyarrow.compute as pc  # noqa: PLC0415
 
         arrays = {}
         for column, values in zip(columns, data, strict=True):
             # Typed like the column, so a value that does not fit fails here instead of
             # being converted silently by INSERT ... SELECT.
-            if column.is_time:
-                millis = [None if v is None else round(v * 1000) for v in values]
-                arrays[column.name] = pa.array(millis, type=pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+            if column.is_time:  # epoch seconds to milliseconds, rounded half to even as round() does
+                millis = pc.round(pc.multiply(pa.array(values, type=pa.float64()), 1000.0))
+                arrays[column.name] = millis.cast(pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
             else:
                 arrays[column.name] = pa.array(values, type=_arrow_type(column.type))
         batch = pa.table(arrays)  # noqa: F841 - read by name by chDB's Python() table function

@@ -3,6 +3,8 @@ schemas/clickhouse/, a test holds them together), and converters from engine out
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from pipeline.engine.sentiment import message_score
@@ -98,10 +100,10 @@ TABLES: dict[str, tuple[Column, ...]] = {
 }
 
 # Tables whose rows replace older rows of the same key (ReplacingMergeTree(version), the key
-# being the ORDER BY): only the newest row of a key needs writing. Positions in the row.
-REPLACING_KEYS: dict[str, tuple[int, ...]] = {
-    "conversations": (0,),
-    "metrics_window_partials": (0, 1, 2, 3, 4),
+# being the ORDER BY): only the newest row of a key needs writing. Each maps a row to its key.
+REPLACING_KEYS: dict[str, Callable[[Row], Any]] = {
+    "conversations": itemgetter(0),
+    "metrics_window_partials": itemgetter(0, 1, 2, 3, 4),
 }
 
 CONVERSATION_FIELDS = tuple(c.name for c in TABLES["conversations"] if c.name != "version")

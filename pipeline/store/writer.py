@@ -67,7 +67,7 @@ class StoreWriter:
         self._on_error = on_error
         self._on_durable = on_durable
         self._appended: dict[str, list[Row]] = {}
-        self._newest: dict[str, dict[tuple[Any, ...], Row]] = {}  # tables of REPLACING_KEYS
+        self._newest: dict[str, dict[Any, Row]] = {}  # tables of REPLACING_KEYS
         self._buffered = 0
         self._in_flight = 0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccpipe-store")
@@ -99,8 +99,7 @@ class StoreWriter:
         else:
             newest = self._newest.setdefault(table, {})
             before = len(newest)
-            for row in rows:
-                newest[tuple(row[i] for i in key)] = row
+            newest.update((key(row), row) for row in rows)
             self._buffered += len(newest) - before
         if self._buffered >= self.max_buffer_rows:
             self._room.clear()

@@ -10,6 +10,7 @@ holds its rows; its effect on state is covered by checkpoints plus the topic its
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -48,6 +49,9 @@ from pipeline.stream.runtime import (
 from pipeline.stream.topics import ensure_topics
 
 log = logging.getLogger("ccpipe.worker")
+# Allocations between young-generation collections, then collections between older ones
+# (CPython's defaults: 700, 10, 10). Measured in bench/run.py: see docs/performance.md.
+GC_THRESHOLDS = (50_000, 20, 100)
 
 
 class Worker:
@@ -288,6 +292,10 @@ class Worker:
         if applied:
             log.info("store %s: applied migrations %s", redact(self.backend.url), ", ".join(applied))
         self.app.on_before_shutdown.connect(self._on_shutdown)
+        # The state holds millions of long-lived objects that the cyclic GC would traverse again
+        # and again; the libraries loaded so far never need it. Collect young objects rarely.
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         worker = bounded_worker(
             self.app, self.settings.shutdown_timeout_seconds,
             loglevel=self.settings.log_level, quiet=True, redirect_stdouts=False,
