@@ -3,12 +3,22 @@ renames one fails here, loudly, instead of silently changing how a worker stops.
 
 from __future__ import annotations
 
-from pipeline.stream.faust_internals import ACK_STATE, HOOKS, bounded_worker, bulk_app, check_hooks
+import asyncio
+
+from pipeline.stream.faust_internals import (
+    ACK_STATE,
+    FETCH_MAX_WAIT_MS,
+    FETCH_WAIT_STATE,
+    HOOKS,
+    bounded_worker,
+    bulk_app,
+    check_hooks,
+)
 
 
 def test_every_hook_exists() -> None:
     check_hooks()
-    assert len(HOOKS) == 9
+    assert len(HOOKS) == 11
 
 
 def test_the_bulk_app_replaces_the_fetch_loop_and_finds_the_ack_state() -> None:
@@ -19,6 +29,14 @@ def test_the_bulk_app_replaces_the_fetch_loop_and_finds_the_ack_state() -> None:
     overridden = type(consumer).__dict__
     assert "_drain_messages" in overridden and "on_partitions_revoked" in overridden
     assert "_new_transport" in type(app).__dict__
+
+
+def test_the_bulk_consumer_asks_for_short_fetch_waits() -> None:
+    async def build() -> object:
+        app = bulk_app("hooks-test", broker="kafka://127.0.0.1:1", web_enabled=False)
+        return app.consumer._thread._create_worker_consumer(app.transport)
+
+    assert getattr(asyncio.run(build()), FETCH_WAIT_STATE) == FETCH_MAX_WAIT_MS
 
 
 def test_the_bounded_worker_extends_them() -> None:

@@ -38,10 +38,18 @@ HOOKS = (
     ("faust.transport.consumer.Consumer", "_get_active_partitions"),  # assigned minus paused
     ("faust.transport.consumer.Consumer", "perform_seek"),  # back to committed after a rebalance
     ("faust.transport.consumer.Consumer", "on_partitions_revoked"),  # drops pending acks
+    ("faust.transport.drivers.aiokafka.Consumer", "_new_consumer_thread"),  # builds the thread below
+    ("faust.transport.drivers.aiokafka.AIOKafkaConsumerThread", "_create_worker_consumer"),
 )
+# Faust asks the broker to hold an empty fetch for 1.5 s. Kafka answers early when data arrives;
+# a broker that does not (Tansu) would then add up to 1.5 s per hop, and the gauge path has two
+# (input, partials). A short hold costs an idle worker a few fetches a second.
+FETCH_MAX_WAIT_MS = 100
 # Per-instance state of faust.transport.consumer.Consumer that `BulkConsumer.ack` writes, the
 # way `Consumer.ack` does for one message.
 ACK_STATE = ("_acked", "_acked_index", "_committed_offset", "_n_acked", "_stopped", "flow_active")
+# aiokafka.AIOKafkaConsumer's copy of its fetch_max_wait_ms argument, read when it starts.
+FETCH_WAIT_STATE = "_fetch_max_wait_ms"
 
 # A handler gets a topic partition and its fetched records (aiokafka ConsumerRecords, in order).
 BulkHandler = Callable[[Any, Sequence[Any]], Awaitable[None]]
@@ -113,8 +121,19 @@ def bulk_app(group_id: str, **options: Any) -> Any:
 
     check_hooks()
 
+    class ShortFetchThread(driver.AIOKafkaConsumerThread):  # type: ignore[misc,name-defined]
+        def _create_worker_consumer(self, transport: Any) -> Any:  # faust AIOKafkaConsumerThread
+            consumer = super()._create_worker_consumer(transport)
+            if not hasattr(consumer, FETCH_WAIT_STATE):
+                raise RuntimeError(f"aiokafka consumer lacks {FETCH_WAIT_STATE}: not the pinned version")
+            setattr(consumer, FETCH_WAIT_STATE, FETCH_MAX_WAIT_MS)
+            return consumer
+
     class BulkConsumer(driver.Consumer):  # type: ignore[misc,name-defined]
         """Faust's aiokafka consumer with a fetch loop that hands over record lists."""
+
+        def _new_consumer_thread(self) -> Any:  # faust aiokafka Consumer._new_consumer_thread
+            return ShortFetchThread(self, loop=self.loop, beacon=self.beacon)
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
