@@ -160,10 +160,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="throughput only, fewer events: under a minute")
+    parser.add_argument("--quick", action="store_true", help="throughput only, fewer events: about a minute")
     parser.add_argument("--partitions", type=int, default=6)
     args = parser.parse_args()
-    events = 30_000 if args.quick else 200_000
+    events = 100_000 if args.quick else 200_000
     naive_events = 5_000 if args.quick else 30_000
     cores = os.cpu_count() or 1
     workdir = Path(tempfile.mkdtemp(prefix="ccpipe-run-"))

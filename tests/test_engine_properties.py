@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import Run, agent_msg, bot_msg, customer_msg, event
+from support import Run, agent_msg, bot_msg, customer_msg, decoded, event
 
+from pipeline.engine import Engine
 from pipeline.engine.windows import FRT, ExactSamples, SketchSamples, WindowAggregate
 from pipeline.settings import EngineSettings
 
@@ -205,3 +206,26 @@ def test_partials_of_a_worker_before_section_6_are_read_during_a_rolling_upgrade
     assert WindowAggregate.from_state(old).result() == window.result()
     newer = dict(state, some_future_counter=7)  # a newer worker's extra accumulator is ignored
     assert WindowAggregate.from_state(newer).result() == window.result()
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenarios(), st.integers(1, 7), st.integers(2, 4))
+def test_held_back_window_rows_leave_the_store_with_the_same_rows(
+    events: list[dict[str, Any]], batch_size: int, every: int
+) -> None:
+    """A worker takes provisional window rows only every few batches: once it takes the rest,
+    the newest row of every window (what the store keeps) is the one taking them always gives."""
+
+    def newest_rows(hold: bool) -> dict[tuple[float, str, str], tuple[bool, dict[str, Any]]]:
+        engine, newest = Engine(SETTINGS), {}
+        items = decoded(events)
+        for n, start in enumerate(range(0, len(items), batch_size)):
+            batch = engine.process(items[start : start + batch_size], window_rows=not hold or n % every == 0)
+            assert hold or not batch.held
+            newest.update(((r.window_start, r.channel, r.queue), (r.final, r.fields)) for r in batch.windows)
+        newest.update(
+            ((r.window_start, r.channel, r.queue), (r.final, r.fields)) for r in engine.window_rows()
+        )
+        return newest
+
+    assert newest_rows(hold=True) == newest_rows(hold=False)

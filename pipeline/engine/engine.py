@@ -46,6 +46,8 @@ class Batch:
     late: int = 0
     # Each conversation's first FRT sample, once: what a histogram of FRT observes.
     first_responses: list[tuple[Key, float]] = field(default_factory=list)
+    # Open windows changed but whose provisional rows were held back (see `process`).
+    held: list[tuple[float, Key]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -90,18 +92,27 @@ class Engine:
 
     # --- input -----------------------------------------------------------------------------
 
-    def process(self, items: Iterable[Event | InvalidEvent], wall_clock: float | None = None) -> Batch:
+    def process(
+        self, items: Iterable[Event | InvalidEvent], wall_clock: float | None = None, window_rows: bool = True
+    ) -> Batch:
         """Apply a batch of decoded events in order; return what changed. Streaming passes
         the `wall_clock`: an event more than the future tolerance ahead of it is refused even
         when nothing was seen before it (offline there is no such bound: the first event of
-        a partition sets the reference), so one far-future event cannot poison a partition."""
+        a partition sets the reference), so one far-future event cannot poison a partition.
+        With `window_rows` false, provisional rows of open windows are held back (their
+        windows listed in `held`) until a later batch or `window_rows()` asks for them; final
+        rows always come with the batch that sealed their window."""
         self._not_after = wall_clock + self.settings.future_tolerance_seconds if wall_clock else math.inf
         for item in items:
             if isinstance(item, Event):
                 self._event(item)
             else:
                 self._reject(item)
-        return self._drain()
+        return self._drain(window_rows)
+
+    def window_rows(self) -> list[WindowRow]:
+        """Provisional rows of the open windows changed since rows were last taken."""
+        return self.windows.changed_rows()
 
     def flush(self) -> Batch:
         """End of input: seal every window and report every conversation still in memory."""
@@ -352,11 +363,14 @@ class Engine:
 
     # --- output ----------------------------------------------------------------------------
 
-    def _drain(self) -> Batch:
+    def _drain(self, window_rows: bool = True) -> Batch:
         batch = self._batch
         newest = self.newest if self.newest is not None else 0.0
         batch.conversations.extend(conv.record(newest, self.settings) for conv in self._changed.values())
-        batch.windows.extend(self.windows.changed_rows())
+        if window_rows:
+            batch.windows.extend(self.windows.changed_rows())
+        else:
+            batch.held = self.windows.pending()
         self._changed = {}
         self._batch = Batch()
         return batch

@@ -445,6 +445,10 @@ class WindowStore:
             del self.final[start]
         return rows
 
+    def pending(self) -> list[tuple[float, Key]]:
+        """(start, key) of the open windows changed since `changed_rows` was last called."""
+        return list(self._changed)
+
     def changed_rows(self) -> list[WindowRow]:
         """Provisional rows of open windows touched since the last call."""
         rows = []

@@ -41,10 +41,12 @@ class PublishState:
     published_all: float = -math.inf
 
     def mark(self, batch: Batch) -> None:
-        """Note what a batch changed: its window rows, and the keys of changed conversations
-        (their waiting state may have changed)."""
+        """Note what a batch changed: its windows (with rows or held back), and the keys of
+        changed conversations (their waiting state may have changed)."""
         for row in batch.windows:
             self.dirty.setdefault((row.channel, row.queue), set()).add(row.window_start)
+        for start, key in batch.held:
+            self.dirty.setdefault(key, set()).add(start)
         for record in batch.conversations:
             self.dirty.setdefault((record["channel"], record["queue"]), set())
 

@@ -92,6 +92,7 @@ class Assigned:
     checkpointed: int = -1  # input offset of the last checkpoint saved
     saving: asyncio.Task[bool] | None = None  # the checkpoint under way
     publish: PublishState = field(default_factory=PublishState)
+    window_rows_at: float = 0.0  # monotonic time provisional window rows were last taken
 
     @property
     def partition(self) -> int:
@@ -165,6 +166,7 @@ class Runtime:
         read_range: Callable[[int, int, int], AsyncIterator[Sequence[Record]]],
         checkpoint_interval: float,
         source: str = "interactions",
+        window_rows_every: float = 0.0,
     ) -> None:
         self.settings = settings
         self.source = source  # the input topic, named in the partials it publishes
@@ -173,6 +175,9 @@ class Runtime:
         self._save_checkpoint = save_checkpoint
         self._read_range = read_range
         self.checkpoint_interval = checkpoint_interval
+        # Provisional window rows go to the store at most this often per partition (the store
+        # writes them that often anyway, keeping only each window's newest row).
+        self.window_rows_every = window_rows_every
         self.partitions: dict[int, Assigned] = {}
         # Partitions revoked in a rebalance still under way: kept in case they come back.
         self._suspended: set[int] = set()
@@ -204,12 +209,22 @@ class Runtime:
         assigned = self.partitions.get(partition)
         if assigned is None:
             assigned = await self._recover(partition, messages[0].offset)
-        await self._apply(assigned.state, messages, live=True, publish=assigned.publish)
+        now = time.monotonic()
+        window_rows = now - assigned.window_rows_at >= self.window_rows_every
+        if window_rows:
+            assigned.window_rows_at = now
+        await self._apply(assigned.state, messages, live=True, publish=assigned.publish,
+                          window_rows=window_rows)  # fmt: skip
         self._maybe_checkpoint(assigned)
         await self._maybe_publish(assigned)
 
     async def _apply(
-        self, state: PartitionEngine, messages: Sequence[Record], live: bool, publish: PublishState
+        self,
+        state: PartitionEngine,
+        messages: Sequence[Record],
+        live: bool,
+        publish: PublishState,
+        window_rows: bool = True,
     ) -> None:
         """Apply the messages to the state in one step (nothing awaited until the state and the
         offset it includes agree), then send what the batch owes to Kafka."""
@@ -228,7 +243,7 @@ class Runtime:
                     continue
                 stored.events.append((item, message.offset))
             items.append(item)
-        batch = state.engine.process(items, wall_clock=time.time())
+        batch = state.engine.process(items, wall_clock=time.time(), window_rows=window_rows)
         if batch.invalid:
             by_offset = {message.offset: message for message in messages}
             for bad in batch.invalid:
@@ -265,6 +280,17 @@ class Runtime:
         a quiet partition reaches its owner within about PUBLISH_EVERY too)."""
         for assigned in list(self.partitions.values()):
             await self._maybe_publish(assigned)
+
+    async def window_rows_due(self) -> None:
+        """Store the held-back window rows of partitions that got no batch since (on a timer)."""
+        now = time.monotonic()
+        for assigned in list(self.partitions.values()):
+            if now - assigned.window_rows_at >= self.window_rows_every:
+                assigned.window_rows_at = now
+                rows = assigned.engine.window_rows()
+                if rows:
+                    self.outputs.persist(assigned.partition, assigned.applied_offset, Batch(windows=rows),
+                                         StoredInput())  # fmt: skip
 
     async def publish_all(self) -> None:
         """Every partition's every key (on a timer, so owners stay complete while idle)."""

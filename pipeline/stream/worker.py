@@ -99,6 +99,7 @@ class Worker:
             read_range=self._read_range,
             checkpoint_interval=settings.checkpoint_interval_seconds,
             source=settings.input_topic,
+            window_rows_every=settings.store_flush_seconds,
         )
         self.backend = open_backend(settings.store())
         self.store_dir = chdb_dir(settings.store())
@@ -125,6 +126,7 @@ class Worker:
         self.app.before_revoke = self._before_revoke
         self.app.timer(PUBLISH_EVERY / 2)(self.runtime.publish_due)
         self.app.timer(REPUBLISH_EVERY)(self.runtime.publish_all)
+        self.app.timer(settings.store_flush_seconds / 2)(self.runtime.window_rows_due)
         self.app.timer(settings.checkpoint_interval_seconds)(self.runtime.checkpoint_due)
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self.app.on_partitions_revoked.connect(self._on_revoked)
