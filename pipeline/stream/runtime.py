@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -326,8 +327,11 @@ class Runtime:
                 f"catch-up of partition {partition} read nothing at offset {offset}, "
                 f"needs everything up to {first_offset}"
             )
+        # Partitions recovered together would checkpoint together, and each checkpoint pickles
+        # its state on the event loop: spread them over the interval.
+        spread = random.uniform(0.0, self.checkpoint_interval)
         assigned = self.partitions[partition] = Assigned(
-            state, last_checkpoint=time.monotonic(), checkpointed=checkpoint_offset, publish=publish
+            state, last_checkpoint=time.monotonic() - spread, checkpointed=checkpoint_offset, publish=publish
         )
         self.stats.recoveries[partition] += 1
         log.info(
