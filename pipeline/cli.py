@@ -18,48 +18,34 @@ from pipeline.settings import (
     SettingError,
     WorkerSettings,
     env_or_file,
+    parse_port,
+    parse_seconds,
+    parse_seconds_or_zero,
 )
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds greater than 0, got {text!r}")
-    return value
-
 
 _ENGINE = {declared.field: declared for declared in ENGINE_SETTINGS}
 
 
-def _flag_parser(declared: Setting) -> Callable[[str], Any]:
-    """The setting's own parser, its error shown by argparse next to the flag."""
+def _argument(parse: Callable[[str, str], Any], name: str) -> Callable[[str], Any]:
+    """A settings parser as an argparse type: its error shown by argparse next to the flag."""
 
-    def parse(text: str) -> Any:
+    def convert(text: str) -> Any:
         try:
-            return declared.parse(declared.flag, text)
+            return parse(name, text)
         except SettingError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
-    return parse
+    return convert
 
 
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise argparse.ArgumentTypeError(f"expected a TCP port (1-65535), got {text!r}")
-    return int(text)
+def _flag_parser(declared: Setting) -> Callable[[str], Any]:
+    """The setting's own parser for its flag."""
+    return _argument(declared.parse, declared.flag)
 
 
-def _non_negative_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, got {text!r}")
-    return value
+_seconds = _argument(parse_seconds, "the value")
+_non_negative_seconds = _argument(parse_seconds_or_zero, "the value")
+_port = _argument(parse_port, "the port")
 
 
 @contextlib.contextmanager

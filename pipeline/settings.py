@@ -11,6 +11,7 @@ declarations.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ class SettingError(ValueError):
 # --- parsers: (name of the setting as the user wrote it, raw text) -> value -------------------
 
 
-def _parse_seconds(name: str, raw: str) -> float:
+def parse_seconds(name: str, raw: str) -> float:
     try:
         value = float(raw)
     except ValueError:
@@ -44,10 +45,14 @@ def _parse_seconds(name: str, raw: str) -> float:
     return value
 
 
-def _parse_seconds_or_zero(name: str, raw: str) -> float:
-    if raw.strip() in {"0", "0.0"}:
-        return 0.0
-    return _parse_seconds(name, raw)
+def parse_seconds_or_zero(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise SettingError(f"{name} must be a number of seconds, 0 or more, got {raw!r}")
+    return value
 
 
 def _parse_count(name: str, raw: str) -> int:
@@ -60,7 +65,7 @@ def _parse_count(name: str, raw: str) -> int:
     return value
 
 
-def _parse_port(name: str, raw: str) -> int:
+def parse_port(name: str, raw: str) -> int:
     value = _parse_count(name, raw)
     if value > 65535:
         raise SettingError(f"{name} must be a TCP port (1-65535), got {raw!r}")
@@ -94,7 +99,7 @@ def _parse_sla_targets(name: str, raw: str) -> dict[str, float]:
         channel, sep, seconds = part.partition("=")
         if not sep or not channel.strip():
             raise SettingError(f"{name} must look like 'phone=20,chat=60', got {raw!r}")
-        targets[channel.strip()] = _parse_seconds(f"{name} ({channel.strip()})", seconds)
+        targets[channel.strip()] = parse_seconds(f"{name} ({channel.strip()})", seconds)
     return targets
 
 
@@ -205,28 +210,28 @@ def _non_negative(name: str, value: float) -> None:
 class EngineSettings:
     """What the metric engine needs to know; identical for `ccpipe compute` and the live workers."""
 
-    window_seconds: float = setting(60.0, "tumbling window size W", _parse_seconds)
-    fcr_horizon_seconds: float = setting(604800.0, "FCR horizon H", _parse_seconds)
-    allowed_lateness_seconds: float = setting(300.0, "allowed lateness", _parse_seconds_or_zero)
+    window_seconds: float = setting(60.0, "tumbling window size W", parse_seconds)
+    fcr_horizon_seconds: float = setting(604800.0, "FCR horizon H", parse_seconds)
+    allowed_lateness_seconds: float = setting(300.0, "allowed lateness", parse_seconds_or_zero)
     sla_targets: dict[str, float] = setting(
         DEFAULT_SLA_TARGETS, "FRT target per channel, seconds", _parse_sla_targets
     )
     sla_default_seconds: float = setting(
-        DEFAULT_SLA_TARGET, "FRT target of channels not listed", _parse_seconds
+        DEFAULT_SLA_TARGET, "FRT target of channels not listed", parse_seconds
     )
     future_tolerance_seconds: float = setting(
         86400.0,
         "an event this far ahead of the newest valid event is invalid (contract: 24 h)",
-        _parse_seconds,
+        parse_seconds,
     )
     dedup_horizon_seconds: float = setting(
-        86400.0, "how long event ids are remembered (event time)", _parse_seconds
+        86400.0, "how long event ids are remembered (event time)", parse_seconds
     )
     idle_timeout_seconds: float = setting(
-        604800.0, "an unresolved idle conversation leaves memory after this", _parse_seconds
+        604800.0, "an unresolved idle conversation leaves memory after this", parse_seconds
     )
     short_abandon_seconds: float = setting(
-        0.0, "an abandon less than this after the start is a short abandon (0: none)", _parse_seconds_or_zero
+        0.0, "an abandon less than this after the start is a short abandon (0: none)", parse_seconds_or_zero
     )
     calendars: Calendars = setting(
         ALWAYS_OPEN, "YAML file of business hours per queue (none: always open)", _parse_calendars,
@@ -302,22 +307,22 @@ class WorkerSettings:
         secret=True,
     )
     store_batch_rows: int = setting(20000, "rows that trigger a write", _parse_count)
-    store_flush_seconds: float = setting(1.0, "longest time a row waits to be written", _parse_seconds)
+    store_flush_seconds: float = setting(1.0, "longest time a row waits to be written", parse_seconds)
     store_max_buffer_rows: int = setting(
         200000, "rows buffered at most; consumption pauses beyond", _parse_count
     )
     store_ttl_days: int = setting(400, "days rows are kept (set when tables are created)", _parse_count)
-    query_port: int = setting(9465, "loopback port where `ccpipe sql` reaches a running worker", _parse_port)
+    query_port: int = setting(9465, "loopback port where `ccpipe sql` reaches a running worker", parse_port)
     metrics_bind: str = setting("127.0.0.1", "address the /metrics endpoint binds to", _parse_text)
-    metrics_port: int = setting(9464, "port of the /metrics endpoint", _parse_port)
+    metrics_port: int = setting(9464, "port of the /metrics endpoint", parse_port)
     batch_size: int = setting(10_000, "most input records fetched at once (all partitions)", _parse_count)
     checkpoint_interval_seconds: float = setting(
-        30.0, "how often each partition's engine state is checkpointed", _parse_seconds
+        30.0, "how often each partition's engine state is checkpointed", parse_seconds
     )
-    kafka_session_timeout_seconds: float = setting(30.0, "consumer group session timeout", _parse_seconds)
+    kafka_session_timeout_seconds: float = setting(30.0, "consumer group session timeout", parse_seconds)
     shutdown_timeout_seconds: float = setting(
         25.0, "on SIGTERM/SIGINT/SIGHUP a worker stops gracefully, and exits after this at the latest",
-        _parse_seconds,
+        parse_seconds,
     )  # fmt: skip
     data_dir: str = setting("var/ccpipe", "local working directory of the worker", _parse_text)
     log_level: str = setting(
