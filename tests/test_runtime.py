@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import pickle
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
@@ -16,7 +16,16 @@ from pipeline.engine import Batch
 from pipeline.events import InvalidEvent
 from pipeline.settings import EngineSettings
 from pipeline.stream.partials import MergedViews
-from pipeline.stream.runtime import Message, PartitionEngine, Runtime, StoredInput
+from pipeline.stream.runtime import Message, PartitionEngine, Record, Runtime, StoredInput
+
+
+async def handle(runtime: Runtime, messages: Iterable[Record]) -> None:
+    """Messages of any partitions, fed partition by partition as the worker's consumer does."""
+    by_partition: dict[int, list[Record]] = {}
+    for message in messages:
+        by_partition.setdefault(message.partition, []).append(message)
+    for partition, batch in by_partition.items():
+        await runtime.handle_partition(partition, batch)
 
 
 class Log:
@@ -76,7 +85,7 @@ class Log:
 
     def runtime_with_all(self) -> Runtime:
         reference = self.runtime()
-        asyncio.run(reference.handle(self.messages))
+        asyncio.run(handle(reference, self.messages))
         return reference
 
     def runtime(self, interval: float = 1e9) -> Runtime:
@@ -99,14 +108,14 @@ def final_view(runtime: Runtime) -> Any:
 def test_restart_from_an_old_checkpoint_catches_up_without_double_counting() -> None:
     log = Log(BODIES)
     reference = log.runtime()
-    asyncio.run(reference.handle(log.messages))
+    asyncio.run(handle(reference, log.messages))
     first = log.runtime()
-    asyncio.run(first.handle(log.messages[:8]))
+    asyncio.run(handle(first, log.messages[:8]))
     asyncio.run(first.checkpoint_all())  # checkpoint at offset 7
-    asyncio.run(first.handle(log.messages[8:15]))  # processed, then the worker dies
+    asyncio.run(handle(first, log.messages[8:15]))  # processed, then the worker dies
     # The consumer resumes at offset 15 (its last commit): offsets 8..14 come from catch-up.
     second = log.runtime()
-    asyncio.run(second.handle(log.messages[15:]))
+    asyncio.run(handle(second, log.messages[15:]))
     assert final_view(second) == final_view(reference)
     assert second.stats.caught_up == 7
     # Rows are re-created for the caught-up messages too (the store absorbs the repeats).
@@ -118,14 +127,14 @@ def test_restart_from_an_old_checkpoint_catches_up_without_double_counting() -> 
 def test_a_checkpoint_made_with_other_settings_is_rebuilt_from_the_topic() -> None:
     log = Log(BODIES)
     first = log.runtime()
-    asyncio.run(first.handle(log.messages[:20]))
+    asyncio.run(handle(first, log.messages[:20]))
     asyncio.run(first.checkpoint_all())
     # Restarted with short abandons counted: the old state would follow the old rules.
     second = Runtime(
         EngineSettings(short_abandon_seconds=5), outputs=log, load_checkpoint=log.load, save_checkpoint=log.save,
         read_range=log.read, checkpoint_interval=1e9,
     )  # fmt: skip
-    asyncio.run(second.handle(log.messages[20:]))
+    asyncio.run(handle(second, log.messages[20:]))
     assert second.stats.caught_up == 20  # everything before the commit, re-read
     (state,) = second.partitions.values()
     assert state.engine.settings.short_abandon_seconds == 5
@@ -135,12 +144,12 @@ def test_a_checkpoint_made_with_other_settings_is_rebuilt_from_the_topic() -> No
 def test_checkpoint_newer_than_the_commit_skips_what_it_already_holds() -> None:
     log = Log(BODIES)
     reference = log.runtime()
-    asyncio.run(reference.handle(log.messages))
+    asyncio.run(handle(reference, log.messages))
     first = log.runtime()
-    asyncio.run(first.handle(log.messages[:20]))
+    asyncio.run(handle(first, log.messages[:20]))
     asyncio.run(first.checkpoint_all())  # holds 0..19, but the commit was at 12
     second = log.runtime()
-    asyncio.run(second.handle(log.messages[12:]))
+    asyncio.run(handle(second, log.messages[12:]))
     assert final_view(second) == final_view(reference)
     assert second.stats.caught_up == 0
     (state,) = second.partitions.values()
@@ -163,7 +172,7 @@ def test_invalid_events_are_dead_lettered_and_mis_keyed_ones_rekeyed() -> None:
     )
     log.messages.append(Message("in", 0, 4, b"u2", orjson.dumps(BODIES[2] | {"timestamp": T0 + 10 * 86400})))
     runtime = log.runtime()
-    asyncio.run(runtime.handle(log.messages))
+    asyncio.run(handle(runtime, log.messages))
     assert log.dead == ["not_json", "future_timestamp"]
     assert log.rekeyed == ["u0"]
     assert log.live_valid == 2
@@ -189,7 +198,7 @@ def test_series_of_keys_owned_elsewhere_disappear() -> None:
     log = Log(BODIES)
     phone = [event(f"p{i}", "conversation_started", f"p{i}", 5 * i, channel="phone") for i in range(3)]
     runtime = log.runtime()
-    asyncio.run(runtime.handle(log.messages + [
+    asyncio.run(handle(runtime, log.messages + [
         Message("in", 1, offset, b"u1", orjson.dumps(body)) for offset, body in enumerate(phone)
     ]))  # fmt: skip
     views = MergedViews(EngineSettings(), source="interactions")
@@ -215,7 +224,7 @@ def test_oldest_waiting_grows_between_scrapes_without_events() -> None:
     body = event("s1", "conversation_started", "c1", 0) | {"timestamp": now - 10}
     log = Log([body])
     runtime = log.runtime()
-    asyncio.run(runtime.handle(log.messages))
+    asyncio.run(handle(runtime, log.messages))
     key = ("ccpipe_oldest_waiting_seconds", (("channel", "chat"), ("queue", "billing")))
     first = _exposition(log, runtime)[key]
     time.sleep(1.1)
@@ -232,7 +241,7 @@ def test_partial_updates_of_changed_windows_merge_to_the_engine_state(monkeypatc
     log = Log(BODIES)
     runtime = log.runtime()
     for message in log.messages:  # one batch per message: one update per batch
-        asyncio.run(runtime.handle([message]))
+        asyncio.run(handle(runtime, [message]))
     bodies = [orjson.loads(value) for _, value in log.partials]
     assert bodies[0]["complete"] and not any(body["complete"] for body in bodies[1:])
     assert max(len(body["windows"]) for body in bodies[1:]) <= 2  # the windows a message touched
@@ -252,7 +261,7 @@ def test_a_gap_the_catch_up_cannot_read_stops_the_partition_instead_of_skipping_
 
     log = Log(BODIES)
     first = log.runtime()
-    asyncio.run(first.handle(log.messages[:5]))
+    asyncio.run(handle(first, log.messages[:5]))
     asyncio.run(first.checkpoint_all())  # holds offsets 0..4
 
     async def nothing(partition: int, start: int, end: int) -> AsyncIterator[list[Message]]:
@@ -262,7 +271,7 @@ def test_a_gap_the_catch_up_cannot_read_stops_the_partition_instead_of_skipping_
     second = log.runtime()
     second._read_range = nothing
     with pytest.raises(CatchUpError, match="needs everything up to 20"):
-        asyncio.run(second.handle(log.messages[20:]))
+        asyncio.run(handle(second, log.messages[20:]))
     assert second.partitions == {}
 
 
@@ -283,7 +292,7 @@ def test_a_checkpoint_finishing_after_its_partition_left_leaves_nothing_behind()
             EngineSettings(), outputs=log, load_checkpoint=log.load, save_checkpoint=slow_save,
             read_range=log.read, checkpoint_interval=0.0,
         )  # fmt: skip
-        await runtime.handle(log.messages[:10])  # starts a checkpoint in the background
+        await handle(runtime, log.messages[:10])  # starts a checkpoint in the background
         (assigned,) = runtime.partitions.values()
         assert assigned.saving is not None
         runtime.revoke([0])

@@ -99,6 +99,13 @@ class Assigned:
     def partition(self) -> int:
         return self.state.partition
 
+    def window_rows_due(self, now: float, every: float) -> bool:
+        """True (and noted as taken now) when provisional window rows are due for the store."""
+        due = now - self.window_rows_at >= every
+        if due:
+            self.window_rows_at = now
+        return due
+
     @property
     def engine(self) -> Engine:
         return self.state.engine
@@ -196,24 +203,13 @@ class Runtime:
 
     # --- batches ---------------------------------------------------------------------------
 
-    async def handle(self, messages: Iterable[Record]) -> None:
-        """Process messages from any partitions of the input topic, partition by partition."""
-        by_partition: dict[int, list[Record]] = {}
-        for message in messages:
-            by_partition.setdefault(message.partition, []).append(message)
-        for partition, batch in by_partition.items():
-            await self.handle_partition(partition, batch)
-
     async def handle_partition(self, partition: int, messages: Sequence[Record]) -> None:
         """Process one partition's messages, in offset order."""
         await self.outputs.wait_for_room()
         assigned = self.partitions.get(partition)
         if assigned is None:
             assigned = await self._recover(partition, messages[0].offset)
-        now = time.monotonic()
-        window_rows = now - assigned.window_rows_at >= self.window_rows_every
-        if window_rows:
-            assigned.window_rows_at = now
+        window_rows = assigned.window_rows_due(time.monotonic(), self.window_rows_every)
         await self._apply(assigned.state, messages, live=True, publish=assigned.publish,
                           window_rows=window_rows)  # fmt: skip
         self._maybe_checkpoint(assigned)
@@ -286,8 +282,7 @@ class Runtime:
         """Store the held-back window rows of partitions that got no batch since (on a timer)."""
         now = time.monotonic()
         for assigned in list(self.partitions.values()):
-            if now - assigned.window_rows_at >= self.window_rows_every:
-                assigned.window_rows_at = now
+            if assigned.window_rows_due(now, self.window_rows_every):
                 rows = assigned.engine.window_rows()
                 if rows:
                     self.outputs.persist(assigned.partition, assigned.applied_offset, Batch(windows=rows),
