@@ -35,6 +35,8 @@ DEFAULT_QUEUE = "default"
 # Bytes above which a message is refused before it is parsed at all.
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_TEXT_CHARS = 64 * 1024
+# A record key longer than this cannot be a customer_id or agent_id (128 characters of UTF-8).
+MAX_KEY_BYTES = 1024
 
 _CHANNEL = re.compile(r"[a-z0-9_-]{1,32}")
 
@@ -42,6 +44,12 @@ _CHANNEL = re.compile(r"[a-z0-9_-]{1,32}")
 NOT_JSON = "not_json"
 NOT_OBJECT = "not_object"
 TOO_LARGE = "too_large"
+TOMBSTONE = "tombstone"  # a record with a null value (compacted topics, Debezium, Kafka Connect)
+EMPTY = "empty"  # an empty or blank value
+NOT_UTF8 = "not_utf8"
+NOT_FINITE = "not_finite"  # NaN or Infinity, which JSON does not have
+TOO_DEEP = "too_deep"  # nested deeper than the parser's limit (1024)
+KEY_TOO_LARGE = "key_too_large"
 MISSING_FIELD = "missing_field"
 WRONG_TYPE = "wrong_type"
 OUT_OF_RANGE = "out_of_range"
@@ -52,6 +60,12 @@ REASONS = (
     NOT_JSON,
     NOT_OBJECT,
     TOO_LARGE,
+    TOMBSTONE,
+    EMPTY,
+    NOT_UTF8,
+    NOT_FINITE,
+    TOO_DEEP,
+    KEY_TOO_LARGE,
     MISSING_FIELD,
     WRONG_TYPE,
     OUT_OF_RANGE,
@@ -102,8 +116,10 @@ class _Invalid(Exception):  # noqa: N818 - internal control flow, never escapes 
         self.detail = detail
 
 
-def decode_event(raw: bytes | str, origin: str = "") -> Event | InvalidEvent:
-    """Parse one message (bytes or str) and validate it; never raises."""
+def decode_event(raw: bytes | str | None, origin: str = "") -> Event | InvalidEvent:
+    """Parse one message (bytes or str; None is a Kafka tombstone) and validate it; never raises."""
+    if raw is None:
+        return InvalidEvent(TOMBSTONE, "the record has no value (a tombstone)", b"", origin)
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if len(data) > MAX_EVENT_BYTES:
         detail = f"message is {len(data)} bytes, limit {MAX_EVENT_BYTES}"
@@ -111,8 +127,25 @@ def decode_event(raw: bytes | str, origin: str = "") -> Event | InvalidEvent:
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        return InvalidEvent(NOT_JSON, f"not JSON: {exc}", data, origin)
+        return InvalidEvent(*_unparsable(data, exc), data, origin)
     return validate_event(obj, data, origin)
+
+
+_NON_FINITE = re.compile(rb"(?<![\w\"])-?(?:NaN|Infinity)(?![\w\"])")
+
+
+def _unparsable(data: bytes, error: orjson.JSONDecodeError) -> tuple[str, str]:
+    """Why a value is not JSON, as a reason code (only on the failure path: costs nothing else)."""
+    message = str(error)
+    if not data.strip():
+        return EMPTY, "the record's value is empty"
+    if "UTF-8" in message:
+        return NOT_UTF8, f"not UTF-8: {message}"
+    if "depth limit" in message or "recursion" in message:
+        return TOO_DEEP, f"nested too deeply: {message}"
+    if "infinity" in message or _NON_FINITE.search(data):
+        return NOT_FINITE, f"NaN and Infinity are not JSON numbers: {message}"
+    return NOT_JSON, f"not JSON: {message}"
 
 
 def validate_event(obj: Any, raw: bytes = b"", origin: str = "") -> Event | InvalidEvent:

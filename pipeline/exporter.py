@@ -159,6 +159,23 @@ class RecoveryCollector(Collector):
             yield GaugeMetricFamily(name, text, value=value)
 
 
+class StallCollector(Collector):
+    """How long each assigned input partition has had records waiting and made no progress."""
+
+    def __init__(self, stalled: Callable[[], dict[tuple[str, int], float]]) -> None:
+        self.stalled = stalled
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "ccpipe_partition_stalled_seconds",
+            "Seconds an input partition has had records beyond its position without progress (0: none)",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), seconds in sorted(self.stalled().items()):
+            family.add_metric([topic, str(partition)], seconds)
+        yield family
+
+
 class Exporter:
     """The worker's metrics registry: counters from batches plus the scrape-time views."""
 
@@ -168,6 +185,7 @@ class Exporter:
         newest_processed: Callable[[], float | None],
         store_pending_rows: Callable[[], int] | None = None,
         runtime_stats: Callable[[], Any] | None = None,
+        stalled: Callable[[], dict[tuple[str, int], float]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.events = Counter(
@@ -204,6 +222,8 @@ class Exporter:
         )
         if runtime_stats is not None:
             self.registry.register(RecoveryCollector(runtime_stats))
+        if stalled is not None:
+            self.registry.register(StallCollector(stalled))
         if store_pending_rows is not None:
             buffer = Gauge(
                 "ccpipe_store_buffer_rows", "Rows waiting to be written to ClickHouse", registry=self.registry

@@ -45,6 +45,7 @@ def producer(settings: WorkerSettings) -> KafkaProducer:
         **aiokafka_options(settings),
         acks="all",
         linger_ms=5,
+        compression_type=settings.kafka_compression,
         max_in_flight_requests_per_connection=1,
         client_id="ccpipe-producer",
     )

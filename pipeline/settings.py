@@ -27,6 +27,8 @@ RUN_STORE = "chdb://var/run/chdb"  # where `ccpipe run` keeps its embedded store
 
 ROLLING_SPANS: dict[str, float] = {"5m": 300.0, "15m": 900.0, "1h": 3600.0}
 
+KAFKA_CODECS = ("none", "gzip", "snappy", "lz4", "zstd")  # every codec Kafka has; workers read them all
+
 
 class SettingError(ValueError):
     """A setting has a value it cannot take; the message names the setting and the expected form."""
@@ -90,6 +92,14 @@ def _parse_choice(*choices: str) -> Callable[[str, str], str]:
         return value
 
     return parse
+
+
+def _parse_compression(name: str, raw: str) -> str | None:
+    """A Kafka codec for the records ccpipe produces; `none`: uncompressed."""
+    value = raw.strip().lower()
+    if value not in KAFKA_CODECS:
+        raise SettingError(f"{name} must be one of {', '.join(KAFKA_CODECS)}, got {raw!r}")
+    return None if value == "none" else value
 
 
 def _parse_sla_targets(name: str, raw: str) -> dict[str, float]:
@@ -299,6 +309,18 @@ class WorkerSettings:
     kafka_ssl_cafile: str | None = setting(
         None, "CA bundle for TLS to Kafka (default: system CAs)", _parse_optional_text
     )
+    kafka_compression: str | None = setting(
+        None, "codec of the records ccpipe produces (replay, simulate, dead letters): "
+        "none, gzip, snappy, lz4 or zstd", _parse_compression,
+    )  # fmt: skip
+    kafka_max_fetch_bytes: int = setting(
+        4 * 1024 * 1024, "bytes a worker fetches per partition at most; must exceed the topics' "
+        "max.message.bytes (a larger record batch stops the worker, naming it)", _parse_count,
+    )  # fmt: skip
+    partition_stall_seconds: float = setting(
+        60.0, "a partition with records waiting and no progress this long is logged as stalled",
+        parse_seconds,
+    )  # fmt: skip
     store_url: str | None = setting(
         None,
         "chdb:///dir, clickhouse://user:pass@host:9000/db or clickhouses://... (or CCPIPE_STORE_URL_FILE); "

@@ -60,8 +60,7 @@ def assert_views_equal_compute(
                 if field in ("started_at", "first_response_at", "resolved_at")
                 else got[field]
             )
-            if field != "fcr_final":  # decided by each partition's own event time (docs/storage.md)
-                assert close(seen, value), (cid, field, seen, value)
+            assert close(seen, value), (cid, field, seen, value)
     assert windows.keys() == reference.windows.keys()
     for key, want in reference.windows.items():
         for field in WINDOW_FIELDS:

@@ -9,6 +9,7 @@ from pipeline.stream.faust_internals import (
     ACK_STATE,
     FETCH_MAX_WAIT_MS,
     FETCH_WAIT_STATE,
+    FETCHED_STATE,
     HOOKS,
     bounded_worker,
     bulk_app,
@@ -18,7 +19,25 @@ from pipeline.stream.faust_internals import (
 
 def test_every_hook_exists() -> None:
     check_hooks()
-    assert len(HOOKS) == 11
+    assert len(HOOKS) == 13
+
+
+def test_an_unreadable_batch_can_still_be_named() -> None:
+    """Where `BulkConsumer._unreadable` looks: Faust's consumer thread's aiokafka consumer, its
+    fetcher's held results, and each result's partition and next offset."""
+    import inspect
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.consumer.fetcher import Fetcher, FetchResult, PartitionRecords
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    consumer, fetcher, records, tp, held, offset = FETCHED_STATE
+    assert hasattr(AIOKafkaConsumerThread, consumer)
+    assert f"self.{fetcher} = " in inspect.getsource(AIOKafkaConsumer.start)
+    assert f"self.{records} = " in inspect.getsource(Fetcher.__init__)
+    result = FetchResult(TopicPartition("t", 0), assignment=None, partition_records=None, backoff=0)
+    assert hasattr(result, tp) and hasattr(result, held)
+    assert f"self.{offset} = " in inspect.getsource(PartitionRecords.__init__)
 
 
 def test_the_bulk_app_replaces_the_fetch_loop_and_finds_the_ack_state() -> None:
@@ -45,6 +64,6 @@ def test_the_bounded_worker_extends_them() -> None:
     app = faust.App("hooks-test", broker="kafka://127.0.0.1:1", web_enabled=False)
     worker = bounded_worker(app, 1.0, quiet=True, redirect_stdouts=False, loglevel="WARNING")
     for owner, name in HOOKS:
-        if owner.startswith("mode.worker"):
+        if owner.startswith("mode."):
             assert name in type(worker).__dict__, name  # overridden, not inherited unchanged
     assert isinstance(worker, faust.Worker)

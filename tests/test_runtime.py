@@ -12,10 +12,11 @@ from typing import Any
 import orjson
 from support import T0, agent_msg, event
 
+from pipeline.deadletter import DeadLetter
 from pipeline.engine import Batch
-from pipeline.events import InvalidEvent
 from pipeline.settings import EngineSettings
 from pipeline.stream.partials import MergedViews
+from pipeline.stream.routing import REROUTED_HEADER, home_partition
 from pipeline.stream.runtime import Message, PartitionEngine, Record, Runtime, StoredInput
 
 
@@ -39,6 +40,7 @@ class Log:
         self.saved: PartitionEngine | None = None
         self.dead: list[str] = []
         self.rekeyed: list[str] = []
+        self.rerouted_to: list[int] = []
         self.live_valid = 0
         self.persisted = 0
         self.partials: list[tuple[bytes, bytes]] = []
@@ -55,11 +57,12 @@ class Log:
         for page in range(start, end, 3):  # small pages, like real fetches
             yield self.messages[page : min(page + 3, end)]
 
-    async def dead_letter(self, message: Message, invalid: InvalidEvent) -> None:
-        self.dead.append(invalid.reason)
+    async def dead_letter(self, letter: DeadLetter, key: bytes | None) -> None:
+        self.dead.append(letter.reason)
 
-    async def rekey(self, message: Message, customer_id: str) -> None:
-        self.rekeyed.append(customer_id)
+    async def reroute(self, message: Record, partition: int, key: str) -> None:
+        self.rekeyed.append(key)
+        self.rerouted_to.append(partition)
 
     def observe(self, batch: Batch, live: bool) -> None:
         self.live_valid += sum(batch.valid.values()) if live else 0
@@ -88,10 +91,10 @@ class Log:
         asyncio.run(handle(reference, self.messages))
         return reference
 
-    def runtime(self, interval: float = 1e9) -> Runtime:
+    def runtime(self, interval: float = 1e9, input_partitions: int = 1) -> Runtime:
         return Runtime(
             EngineSettings(), outputs=self, load_checkpoint=self.load, save_checkpoint=self.save,
-            read_range=self.read, checkpoint_interval=interval,
+            read_range=self.read, checkpoint_interval=interval, input_partitions=input_partitions,
         )  # fmt: skip
 
 
@@ -164,18 +167,43 @@ def test_rebalance_keeps_partitions_that_stay_and_drops_those_that_leave() -> No
     assert set(runtime.partitions) == {1}
 
 
-def test_invalid_events_are_dead_lettered_and_mis_keyed_ones_rekeyed() -> None:
+def test_invalid_events_are_dead_lettered_and_misplaced_ones_rerouted() -> None:
+    """Records of every odd kind are dead letters with their own reason; an event outside its
+    customer's home partition (keyless, keyed by something else, placed by another partitioner)
+    goes there, keyed by its customer, whatever key it came with."""
+    partitions = 4
+    home = {f"u{i}": home_partition(f"u{i}", partitions) for i in range(3)}
     log = Log(BODIES[:2])
-    log.messages.append(Message("in", 0, 2, b"x", b"{broken"))
-    log.messages.append(
-        Message("in", 0, 3, b"not-the-customer", log.messages[0].value.replace(b'"s0"', b'"s9"'))
-    )
-    log.messages.append(Message("in", 0, 4, b"u2", orjson.dumps(BODIES[2] | {"timestamp": T0 + 10 * 86400})))
-    runtime = log.runtime()
+    log.messages = [
+        Message("in", home["u0"], 0, None, log.messages[0].value),  # keyless, at home: processed
+        Message("in", home["u0"], 1, b"u0" * 600, log.messages[0].value),  # a key no customer has
+        Message("in", home["u0"], 2, b"x", b"{broken"),
+        Message("in", home["u0"], 3, None, None),  # a tombstone
+        Message("in", home["u0"], 4, b"u0", b""),
+        Message("in", home["u0"], 5, b"u0", b'{"a": NaN}'),
+        Message("in", home["u0"], 6, b"u0", b"\xff\xfe"),
+        Message("in", home["u0"], 7, b"u0", b"[" * 2000),
+        Message("in", home["u0"], 8, b"u2", orjson.dumps(BODIES[2] | {"timestamp": T0 + 10 * 86400})),
+    ]
+    elsewhere = next(p for p in range(partitions) if p != home["u1"])
+    strays = [Message("in", elsewhere, 0, None, orjson.dumps(BODIES[1])),
+              Message("in", elsewhere, 1, b"u1", orjson.dumps(BODIES[1] | {"event_id": "other"}))]  # fmt: skip
+    runtime = log.runtime(input_partitions=partitions)
+    asyncio.run(handle(runtime, log.messages + strays))
+    assert log.dead == ["key_too_large", "not_json", "tombstone", "empty", "not_finite", "not_utf8", "too_deep",
+                        "future_timestamp"]  # fmt: skip
+    assert log.rekeyed == ["u1", "u1"] and log.rerouted_to == [home["u1"]] * 2
+    assert log.live_valid == 1
+
+
+def test_a_rerouted_record_is_processed_where_it_arrives() -> None:
+    """The header ccpipe sets when rerouting keeps a record from travelling twice."""
+    log = Log(BODIES[:1])
+    stray = next(p for p in range(4) if p != home_partition("u0", 4))
+    log.messages = [Message("in", stray, 0, b"u0", log.messages[0].value, [(REROUTED_HEADER, b"1")])]
+    runtime = log.runtime(input_partitions=4)
     asyncio.run(handle(runtime, log.messages))
-    assert log.dead == ["not_json", "future_timestamp"]
-    assert log.rekeyed == ["u0"]
-    assert log.live_valid == 2
+    assert log.rekeyed == [] and log.live_valid == 1
 
 
 def _exposition(log: Log, runtime: Runtime) -> dict[Any, float]:

@@ -75,10 +75,10 @@ async def write_all(
     options = {"batch_rows": 500, "flush_seconds": 0.05, "max_buffer_rows": 100_000} | writer_options
     writer = StoreWriter(store, **options)
     writer.start()
-    sink = StoreSink(writer)
+    sink = StoreSink(writer, EngineSettings().fcr_horizon_seconds)
     for partition, version, result, stored in batches:
         await sink.wait_for_room()
-        sink.persist(partition, version, result, stored)
+        sink.persist(partition, version, result, stored.events, stored.refused)
     assert await writer.flush(timeout=60)
     await writer.stop()
     return writer
@@ -140,16 +140,19 @@ def test_driver_path_encodes_every_column_with_the_ddl_types(backend: Backend) -
 
 def table_rows(lines: list[bytes]) -> Iterator[tuple[str, list[Any]]]:
     """Rows of every table from a real engine run (with one refused message)."""
+    from pipeline.deadletter import DeadLetter
     from pipeline.events import InvalidEvent
     from pipeline.store.rows import conversation_row, dead_letter_row, window_row
 
     batches = list(run_partitioned(lines))
     yield "interactions", [interaction_row(e, p, o) for p, _, _, s in batches for e, o in s.events]
-    yield "conversations", [conversation_row(r, v) for _, v, b, _ in batches for r in b.conversations]
+    horizon = EngineSettings().fcr_horizon_seconds
+    yield "conversations", [conversation_row(r, v, horizon) for _, v, b, _ in batches for r in b.conversations]
     yield "metrics_window_partials", [window_row(w, p, v) for p, v, b, _ in batches for w in b.windows]
     bad = InvalidEvent("not_json", "not JSON", b"{x")
-    yield "dead_letters", [dead_letter_row(topic="t", partition=1, offset=2, reason=bad.reason, detail=bad.detail,
-                                           payload=bad.raw, received_at=time.time())]  # fmt: skip
+    letter = DeadLetter.of(topic="t", partition=1, offset=2, reason=bad.reason, detail=bad.detail, value=bad.raw,
+                           received_at=time.time())  # fmt: skip
+    yield "dead_letters", [dead_letter_row(letter)]
 
 
 def test_views_equal_compute_and_a_replayed_batch_changes_nothing(backend: Backend) -> None:
@@ -238,7 +241,7 @@ def test_an_outage_loses_nothing_and_pauses_consumption(backend: Backend) -> Non
         writer = StoreWriter(flaky, batch_rows=200, flush_seconds=0.05, max_buffer_rows=1000,
                              on_error=lambda: errors.append(1))  # fmt: skip
         writer.start()
-        sink = StoreSink(writer)
+        sink = StoreSink(writer, EngineSettings().fcr_horizon_seconds)
         flaky.down_until = time.monotonic() + 3.0
         blocked = 0.0
         peak = 0
@@ -246,7 +249,7 @@ def test_an_outage_loses_nothing_and_pauses_consumption(backend: Backend) -> Non
             began = time.monotonic()
             await sink.wait_for_room()
             blocked = max(blocked, time.monotonic() - began)
-            sink.persist(partition, version, result, stored)
+            sink.persist(partition, version, result, stored.events, stored.refused)
             peak = max(peak, writer.pending_rows)
         assert await writer.flush(timeout=60)
         await writer.stop()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
+from pipeline.deadletter import DeadLetter
 from pipeline.engine.sentiment import message_score
 from pipeline.engine.windows import ACCUMULATORS, WindowRow
 from pipeline.events import Event
@@ -69,6 +70,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
     ces               Nullable(UInt8)
     resolution_seconds   Nullable(Float64)
     frt_business_seconds Nullable(Float64)
+    fcr_final_at      Nullable(DateTime64(3, 'UTC'))
     version           UInt64
 """
     ),
@@ -94,6 +96,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
     reason      LowCardinality(String)
     detail      String
     payload     String
+    payload_bytes UInt64
     received_at DateTime64(3, 'UTC')
 """
     ),
@@ -106,7 +109,10 @@ REPLACING_KEYS: dict[str, Callable[[Row], Any]] = {
     "metrics_window_partials": itemgetter(0, 1, 2, 3, 4),
 }
 
-CONVERSATION_FIELDS = tuple(c.name for c in TABLES["conversations"] if c.name != "version")
+# The contract's record fields; `fcr_final_at` (when the conversation becomes final, resolved_at +
+# H) and `version` are the store's own.
+_STORE_ONLY = frozenset({"fcr_final_at", "version"})
+CONVERSATION_FIELDS = tuple(c.name for c in TABLES["conversations"] if c.name not in _STORE_ONLY)
 
 
 def interaction_row(event: Event, partition: int, offset: int) -> Row:
@@ -119,8 +125,10 @@ def interaction_row(event: Event, partition: int, offset: int) -> Row:
     )  # fmt: skip
 
 
-def conversation_row(record: dict[str, Any], version: int) -> Row:
-    return (*(record[name] for name in CONVERSATION_FIELDS), version)
+def conversation_row(record: dict[str, Any], version: int, fcr_horizon: float) -> Row:
+    resolved_at = record["resolved_at"]
+    final_at = resolved_at + fcr_horizon if resolved_at is not None else None
+    return (*(record[name] for name in CONVERSATION_FIELDS), final_at, version)
 
 
 def window_row(row: WindowRow, partition: int, version: int) -> Row:
@@ -131,7 +139,6 @@ def window_row(row: WindowRow, partition: int, version: int) -> Row:
             version)  # fmt: skip
 
 
-def dead_letter_row(
-    *, topic: str, partition: int, offset: int, reason: str, detail: str, payload: bytes, received_at: float
-) -> Row:
-    return (topic, partition, offset, reason, detail, payload.decode("utf-8", "replace"), received_at)
+def dead_letter_row(letter: DeadLetter) -> Row:
+    return (letter.topic, letter.partition, letter.offset, letter.reason, letter.detail,
+            letter.payload.decode("utf-8", "replace"), letter.payload_bytes, letter.received_at)  # fmt: skip

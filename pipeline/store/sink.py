@@ -2,39 +2,35 @@
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
+from pipeline.deadletter import DeadLetter
 from pipeline.engine import Batch
+from pipeline.events import Event
 from pipeline.store.rows import conversation_row, dead_letter_row, interaction_row, window_row
 from pipeline.store.writer import StoreWriter
-from pipeline.stream.runtime import clipped
-
-if TYPE_CHECKING:
-    from pipeline.stream.runtime import StoredInput
 
 
 class StoreSink:
     """Rows are built here, on the event loop, right after the batch that produced them: a
     provisional window's accumulators change with the next batch."""
 
-    def __init__(self, writer: StoreWriter) -> None:
+    def __init__(self, writer: StoreWriter, fcr_horizon: float) -> None:
         self.writer = writer
+        self.fcr_horizon = fcr_horizon  # a conversation row says when it becomes final
 
-    def persist(self, partition: int, version: int, batch: Batch, stored: StoredInput) -> None:
+    def persist(
+        self, partition: int, version: int, batch: Batch, events: Sequence[tuple[Event, int]],
+        letters: Sequence[DeadLetter],
+    ) -> None:  # fmt: skip
+        """Rows of one input partition's batch: its valid events (with their offsets), what the
+        engine changed (at `version`, the partition's applied offset) and its dead letters."""
         add = self.writer.add
-        add("interactions", [interaction_row(event, partition, offset) for event, offset in stored.events])
-        add("conversations", [conversation_row(record, version) for record in batch.conversations])
+        add("interactions", [interaction_row(event, partition, offset) for event, offset in events])
+        horizon = self.fcr_horizon
+        add("conversations", [conversation_row(record, version, horizon) for record in batch.conversations])
         add("metrics_window_partials", [window_row(row, partition, version) for row in batch.windows])
-        now = time.time()
-        letters = [
-            dead_letter_row(
-                topic=m.topic, partition=m.partition, offset=m.offset, reason=bad.reason, detail=bad.detail,
-                payload=clipped(m.value), received_at=now,
-            )
-            for m, bad in stored.refused
-        ]  # fmt: skip
-        add("dead_letters", letters)
+        add("dead_letters", [dead_letter_row(letter) for letter in letters])
 
     async def wait_for_room(self) -> None:
         await self.writer.wait_for_room()

@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.deadletter import DeadLetter
 from pipeline.store.backends import Backend, QueryResult, StoreUnavailable
 from pipeline.store.rows import REPLACING_KEYS, TABLES, Row, dead_letter_row
 
@@ -202,12 +203,12 @@ class StoreWriter:
             payload = orjson.dumps(named, default=str)
             log.error("ClickHouse refused a %s row, kept in dead_letters: %s", table, str(error)[:300])
             # Told apart by content: a negative offset from the payload's checksum.
-            letter = dead_letter_row(
+            letter = DeadLetter.of(
                 topic=table, partition=0, offset=-1 - zlib.crc32(payload), reason=REJECTED,
-                detail=f"{table}: {str(error)[:1000]}", payload=payload, received_at=time.time(),
+                detail=f"{table}: {str(error)[:1000]}", value=payload, received_at=time.time(),
             )  # fmt: skip
             if table != "dead_letters":
-                await self._write_until_stored("dead_letters", [letter])
+                await self._write_until_stored("dead_letters", [dead_letter_row(letter)])
             return
         middle = len(rows) // 2
         for half in (rows[:middle], rows[middle:]):

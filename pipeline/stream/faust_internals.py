@@ -2,7 +2,9 @@
 
 Two extensions live here:
 
-- `bounded_worker`: a Faust worker that always stops within its bound;
+- `bounded_worker`: a Faust worker that always stops within its bound, and that, when
+  processing cannot go on (a service crashed, a record batch cannot be decoded), says why in
+  one line, stops within the same bound and exits non-zero, so a supervisor restarts it;
 - `bulk_app`: a Faust app whose consumer hands each fetched partition's records to a handler
   in one call (no per-message Event, queue put or stream step), while Faust keeps doing group
   membership, assignment, rebalance callbacks, offset commits and the lifecycle. The handler
@@ -32,6 +34,8 @@ HOOKS = (
     ("mode.worker.Worker", "_schedule_shutdown"),  # every stop signal ends up here
     ("mode.worker.Worker", "_install_signal_handlers_unix"),  # SIGINT/SIGTERM → _schedule_shutdown
     ("mode.worker.Worker", "on_worker_shutdown"),  # called once the worker leaves its main loop
+    ("mode.services.Service", "_crash"),  # a crashed service marks every node up to the worker so
+    ("mode.worker.Worker", "execute_from_commandline"),  # runs the worker until it stops
     ("faust.app.base.App", "_new_transport"),  # where the app builds its consumer's transport
     ("faust.transport.consumer.Consumer", "_drain_messages"),  # the fetcher's loop, replaced
     ("faust.transport.consumer.Consumer", "_wait_next_records"),  # one fetch, honouring flow
@@ -50,6 +54,14 @@ FETCH_MAX_WAIT_MS = 100
 ACK_STATE = ("_acked", "_acked_index", "_committed_offset", "_n_acked", "_stopped", "flow_active")
 # aiokafka.AIOKafkaConsumer's copy of its fetch_max_wait_ms argument, read when it starts.
 FETCH_WAIT_STATE = "_fetch_max_wait_ms"
+# Where an unreadable batch is found after a failed fetch, to name it: Faust's consumer thread
+# holds the aiokafka consumer, whose fetcher keeps a fetched-but-not-returned result per
+# partition (aiokafka.consumer.fetcher.FetchResult and PartitionRecords).
+FETCHED_STATE = ("_consumer", "_fetcher", "_records", "_topic_partition", "_partition_records",
+                 "next_fetch_offset")  # fmt: skip
+# Exit codes (sysexits.h): input that cannot be read, and processing that failed.
+EXIT_UNREADABLE = 65
+EXIT_CRASHED = 70
 
 # A handler gets a topic partition and its fetched records (aiokafka ConsumerRecords, in order).
 BulkHandler = Callable[[Any, Sequence[Any]], Awaitable[None]]
@@ -69,39 +81,71 @@ def check_hooks() -> None:
             )
 
 
-def bounded_worker(app: Any, shutdown_timeout: float, **options: Any) -> Any:
+def bounded_worker(
+    app: Any, shutdown_timeout: float, on_failure: Callable[[str], None] = lambda line: None, **options: Any
+) -> Any:
     """A `faust.Worker` that stops on SIGTERM, SIGINT and SIGHUP alike and always exits within
     `shutdown_timeout` seconds of the first of them (or of leaving its loop for any reason):
-    graceful when the broker and the store let it, by `os._exit` when they do not."""
+    graceful when the broker and the store let it, by `os._exit` when they do not.
+
+    `worker.fail(line, code)` — called when a service crashes, and by the bulk consumer when a
+    batch cannot be decoded — logs `line`, tells `on_failure` (the health endpoint), stops the
+    same way and exits with `code`."""
     import faust  # noqa: PLC0415 - slow import, only for workers
 
     check_hooks()
 
     class BoundedWorker(faust.Worker):  # type: ignore[misc]
         _deadline: threading.Timer | None = None
+        failed: int | None = None  # the exit code once processing failed
 
         def _install_signal_handlers_unix(self) -> None:  # mode.worker.Worker
             super()._install_signal_handlers_unix()
             self.loop.add_signal_handler(signal.SIGHUP, self._schedule_shutdown, signal.SIGHUP)
 
         def _schedule_shutdown(self, signum: signal.Signals) -> None:  # mode.worker.Worker
-            self._arm(int(signum))
+            self._arm(128 + int(signum))
             super()._schedule_shutdown(signum)
 
         def on_worker_shutdown(self) -> None:  # mode.worker.Worker
-            self._arm(int(signal.SIGTERM))
+            self._arm(128 + int(signal.SIGTERM))
             super().on_worker_shutdown()
 
-        def _arm(self, signum: int) -> None:
+        def _crash(self, reason: BaseException) -> None:  # mode.services.Service
+            super()._crash(reason)
+            self.fail(f"ccpipe worker: a service crashed ({reason!r}); exiting", EXIT_CRASHED)
+
+        def fail(self, line: str, code: int) -> None:
+            """Processing cannot go on: say why once, stop within the bound, exit with `code`."""
+            if self.failed is not None:
+                return
+            self.failed = code
+            log.critical("%s", line)
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+            on_failure(line)
+            self._arm(code)
+            self.loop.call_soon_threadsafe(self._schedule_shutdown, signal.SIGTERM)
+
+        def _arm(self, code: int) -> None:
             if self._deadline is None:
-                self._deadline = threading.Timer(shutdown_timeout, _give_up, args=(shutdown_timeout, signum))
+                self._deadline = threading.Timer(shutdown_timeout, _give_up, args=(shutdown_timeout, code))
                 self._deadline.daemon = True
                 self._deadline.start()
 
-    return BoundedWorker(app, **options)
+        def execute_from_commandline(self) -> None:  # mode.worker.Worker
+            try:
+                super().execute_from_commandline()
+            finally:
+                if self.failed is not None:  # stopped in time: leave with the failure's code
+                    os._exit(self.failed)
+
+    worker = BoundedWorker(app, **options)
+    app.fail = worker.fail
+    return worker
 
 
-def _give_up(timeout: float, signum: int) -> None:
+def _give_up(timeout: float, code: int) -> None:
     """The graceful stop took too long (broker or store gone): leave now; the next owner of
     these partitions catches up from the last checkpoint, so nothing is lost."""
     sys.stderr.write(
@@ -109,7 +153,7 @@ def _give_up(timeout: float, signum: int) -> None:
         "(CCPIPE_SHUTDOWN_TIMEOUT_SECONDS); exiting now\n"
     )
     sys.stderr.flush()
-    os._exit(128 + signum)
+    os._exit(code)
 
 
 def bulk_app(group_id: str, **options: Any) -> Any:
@@ -117,6 +161,7 @@ def bulk_app(group_id: str, **options: Any) -> Any:
     partition batches; the handler calls `app.consumer.ack(tp, first, last)` once the batch's
     effects are durable (Faust commits only what is acknowledged)."""
     import faust  # noqa: PLC0415 - slow import, only for workers
+    from aiokafka.errors import KafkaError  # noqa: PLC0415
     from faust.transport.drivers import aiokafka as driver  # noqa: PLC0415
 
     check_hooks()
@@ -151,7 +196,15 @@ def bulk_app(group_id: str, **options: Any) -> Any:
             handlers: dict[str, BulkHandler] = app.bulk_handlers
             try:
                 while not (self._stopped.is_set() or fetcher._stopped.is_set()):
-                    records, active = await self._wait_next_records(1.0)
+                    try:
+                        records, active = await self._wait_next_records(1.0)
+                    except self.consumer_stopped_errors:
+                        raise
+                    except KafkaError as exc:  # a batch that cannot be decoded: never retried
+                        where = self._unreadable()
+                        app.fail(f"ccpipe worker: cannot read {where}: {exc!r}; stopping (see "
+                                 "docs/runbooks.md, 'cannot read')", EXIT_UNREADABLE)  # fmt: skip
+                        return
                     if not records or self.should_stop:
                         continue
                     if not self.flow_active:
@@ -163,14 +216,29 @@ def bulk_app(group_id: str, **options: Any) -> Any:
                             break
                         if active is not None and tp not in self._get_active_partitions():
                             continue
-                        # Shielded: stopping the fetcher cancels this loop, never a batch half done.
+                        # Waited for, not awaited: stopping the fetcher cancels this loop, never a
+                        # batch half done; a batch that fails ends the worker (`_crash`).
                         self._batch = asyncio.ensure_future(handlers[tp.topic](tp, batch))
-                        await asyncio.shield(self._batch)
-                        if self._batch.exception() is not None:
-                            _crash(self._batch.exception())
+                        self._batch.add_done_callback(_crash_if_failed)
+                        await asyncio.wait([self._batch])
             except self.consumer_stopped_errors:
                 if not app.should_stop:
                     raise
+
+        def _unreadable(self) -> str:
+            """Name the batch a fetch failed on: the partition (and offset) whose fetched result
+            aiokafka still holds (it is dropped once returned), else every assigned partition."""
+            try:
+                fetched = self._thread._consumer._fetcher._records
+                for result in list(fetched.values()):
+                    records = getattr(result, "_partition_records", None)
+                    if records is not None:
+                        tp, offset = result._topic_partition, records.next_fetch_offset
+                        return f"topic {tp.topic} partition {tp.partition} at offset {offset}"
+            except AttributeError:
+                pass
+            assigned = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(self.assignment()))
+            return f"a record batch of one of {assigned}"
 
         async def idle(self) -> None:
             """Return once no handler call is in progress (shutdown and revocation wait here)."""
@@ -210,6 +278,7 @@ def bulk_app(group_id: str, **options: Any) -> Any:
             super().__init__(*args, **kwargs)
             self.bulk_handlers = {}
             self.before_revoke: Callable[[set[Any]], Awaitable[None]] = _nothing
+            self.fail: Callable[[str, int], None] = _exit_now  # the worker's, once it runs the app
 
         def _new_transport(self) -> Any:  # faust App._new_transport
             return BulkTransport(self.conf.broker_consumer, self)
@@ -227,6 +296,17 @@ async def _nothing(revoked: set[Any]) -> None:
     return None
 
 
+def _exit_now(line: str, code: int) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _crash_if_failed(batch: asyncio.Future[None]) -> None:
+    if not batch.cancelled() and batch.exception() is not None:
+        _crash(batch.exception())
+
+
 def _crash(error: BaseException | None) -> None:
     """A batch failed half way: its partition's state cannot be trusted, so neither saved.
     Leave at once; the next start recovers every partition from its last checkpoint (which
@@ -235,4 +315,4 @@ def _crash(error: BaseException | None) -> None:
                  exc_info=error)  # fmt: skip
     sys.stderr.write(f"ccpipe worker: processing a batch failed ({error!r}); exiting\n")
     sys.stderr.flush()
-    os._exit(70)
+    os._exit(EXIT_CRASHED)

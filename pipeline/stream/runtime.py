@@ -7,9 +7,11 @@ offset, makes recovery exact: on the first message of a newly assigned partition
 newest checkpoint is loaded and the messages between it and the message in hand are read
 again ("catch-up") before going on, so no event is lost and none is counted twice.
 
-Messages whose key is not their `customer_id` are re-keyed once: sent back to the input
-topic keyed by customer (marked with a header) and skipped here, so every event of a
-customer meets the same engine state.
+Every record is an event or a dead letter (pipeline/deadletter.py): a tombstone, a value that
+is not a valid event, a key no customer or agent can have. An event found outside its home
+partition (pipeline/stream/routing.py: keyless, keyed by something else, placed by another
+partitioner) is sent there once and skipped here, so every event of a customer meets the same
+engine state.
 """
 
 from __future__ import annotations
@@ -23,20 +25,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import orjson
-
+from pipeline.deadletter import DeadLetter
 from pipeline.engine import Batch, Engine
-from pipeline.events import Event, InvalidEvent, decode_event
+from pipeline.events import KEY_TOO_LARGE, MAX_KEY_BYTES, Event, InvalidEvent, decode_event
 from pipeline.settings import EngineSettings
 from pipeline.stream.checkpoints import image
 from pipeline.stream.partials import PublishState, partial_key, snapshot
+from pipeline.stream.routing import REROUTED_HEADER, home_partition
 
 log = logging.getLogger("ccpipe.worker")
 
-REKEYED_HEADER = "ccpipe-rekeyed"
-# A refused payload is kept whole up to this size; a larger one (a `too_large` message, say)
-# is cut, with its full size in the record, so dead letters always fit in a Kafka message.
-DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
 STORE_TIMEOUT = 5.0  # how long a checkpoint waits for the store before it is postponed
 
 
@@ -56,9 +54,9 @@ class Record(Protocol):
     @property
     def key(self) -> bytes | None: ...
     @property
-    def value(self) -> bytes: ...
+    def value(self) -> bytes | None: ...
     @property
-    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
 
 
 @dataclass(slots=True)
@@ -69,8 +67,8 @@ class Message:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
-    headers: Sequence[tuple[str, bytes]] = ()
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]] = ()
 
 
 @dataclass
@@ -118,10 +116,11 @@ class Assigned:
 class Outputs(Protocol):
     """Where a worker's results go: Kafka topics, the store and metrics."""
 
-    async def dead_letter(self, message: Record, invalid: InvalidEvent) -> None:
+    async def dead_letter(self, letter: DeadLetter, key: bytes | None) -> None:
         """Publish to the dead-letter topic (live messages only: catch-up ones were published)."""
 
-    async def rekey(self, message: Record, customer_id: str) -> None: ...
+    async def reroute(self, message: Record, partition: int, key: str) -> None:
+        """Send the record to its home input partition, keyed by `key` (marked as rerouted)."""
 
     def observe(self, batch: Batch, live: bool) -> None:
         """Counters and histograms (live messages only)."""
@@ -144,7 +143,7 @@ class StoredInput:
     """The input side of a batch, for the store: valid events and refused messages."""
 
     events: list[tuple[Event, int]] = field(default_factory=list)  # (event, offset)
-    refused: list[tuple[Record, InvalidEvent]] = field(default_factory=list)
+    refused: list[DeadLetter] = field(default_factory=list)
 
 
 @dataclass
@@ -175,9 +174,11 @@ class Runtime:
         checkpoint_interval: float,
         source: str = "interactions",
         window_rows_every: float = 0.0,
+        input_partitions: int = 1,
     ) -> None:
         self.settings = settings
         self.source = source  # the input topic, named in the partials it publishes
+        self.input_partitions = input_partitions  # where each event's home partition is computed
         self.outputs = outputs
         self._load_checkpoint = load_checkpoint
         self._save_checkpoint = save_checkpoint
@@ -227,24 +228,34 @@ class Runtime:
         offset it includes agree), then send what the batch owes to Kafka."""
         items: list[Event | InvalidEvent] = []
         stored = StoredInput()
-        misrouted: list[tuple[Record, str]] = []
+        misrouted: list[tuple[Record, int, str]] = []
+        partitions = self.input_partitions
         for message in messages:
             if message.offset <= state.applied_offset:
                 continue
             state.applied_offset = message.offset
             origin = f"{message.topic}[{message.partition}]@{message.offset}"
-            item = decode_event(message.value, origin)
+            item = _decode(message, origin)
             if isinstance(item, Event):
-                if _misrouted(message, item):
-                    misrouted.append((message, item.customer_id))
+                key = item.customer_id
+                home = home_partition(key, partitions) if partitions > 1 else message.partition
+                if home != message.partition and not _rerouted(message):
+                    misrouted.append((message, home, key))
                     continue
                 stored.events.append((item, message.offset))
             items.append(item)
         batch = state.engine.process(items, wall_clock=time.time(), window_rows=window_rows)
+        keys: list[bytes | None] = []  # each dead letter's key in the dead-letter topic
         if batch.invalid:
             by_offset = {message.offset: message for message in messages}
+            now = time.time()
             for bad in batch.invalid:
-                stored.refused.append((by_offset[int(bad.origin.rpartition("@")[2])], bad))
+                message = by_offset[int(bad.origin.rpartition("@")[2])]
+                stored.refused.append(DeadLetter.of(
+                    topic=message.topic, partition=message.partition, offset=message.offset,
+                    reason=bad.reason, detail=bad.detail, value=message.value, received_at=now,
+                ))  # fmt: skip
+                keys.append(message.key if _short_key(message) else None)
         self.outputs.persist(state.partition, state.applied_offset, batch, stored)
         self.outputs.observe(batch, live)
         publish.mark(batch)
@@ -253,10 +264,10 @@ class Runtime:
             self.newest_event_time = newest
         if live:  # catch-up messages were sent on by whoever processed them live
             self.stats.rekeyed += len(misrouted)
-            for message, customer_id in misrouted:
-                await self.outputs.rekey(message, customer_id)
-            for message, bad in stored.refused:
-                await self.outputs.dead_letter(message, bad)
+            for message, home, key in misrouted:
+                await self.outputs.reroute(message, home, key)
+            for letter, key in zip(stored.refused, keys, strict=True):
+                await self.outputs.dead_letter(letter, key)
 
     # --- partials for the owners of each (channel, queue) ----------------------------------
 
@@ -402,29 +413,18 @@ class Runtime:
             await self._checkpoint(assigned, STORE_TIMEOUT)
 
 
-def _misrouted(message: Record, event: Event) -> bool:
-    """Keyed by something other than the customer, and not re-keyed by us already."""
-    if message.key is None or message.key == event.customer_id.encode():
-        return False
-    return not any(name == REKEYED_HEADER for name, _ in message.headers)
+def _decode(message: Record, origin: str) -> Event | InvalidEvent:
+    """The record's event, or why it is none (its value, or a key no customer or agent has)."""
+    if not _short_key(message):
+        assert message.key is not None
+        detail = f"record key is {len(message.key)} bytes, over {MAX_KEY_BYTES}: no customer_id or agent_id"
+        return InvalidEvent(KEY_TOO_LARGE, detail, message.value or b"", origin)
+    return decode_event(message.value, origin)
 
 
-def dead_letter_value(message: Record, invalid: InvalidEvent, received_at: float) -> bytes:
-    """The dead-letter record: the raw payload with why and where it was refused."""
-    return orjson.dumps(
-        {
-            "reason": invalid.reason,
-            "detail": invalid.detail,
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            "received_at": received_at,
-            "payload": clipped(message.value).decode("utf-8", "replace"),
-            "payload_bytes": len(message.value),
-        }
-    )
+def _short_key(message: Record) -> bool:
+    return message.key is None or len(message.key) <= MAX_KEY_BYTES
 
 
-def clipped(payload: bytes) -> bytes:
-    """The part of a refused payload that dead letters keep (all of it, up to the limit)."""
-    return payload[:DEAD_LETTER_PAYLOAD_BYTES]
+def _rerouted(message: Record) -> bool:
+    return any(name == REROUTED_HEADER for name, _ in message.headers)

@@ -13,7 +13,6 @@ import asyncio
 import gc
 import logging
 import os
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -24,8 +23,8 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pipeline.deadletter import DeadLetter
 from pipeline.engine import Batch
-from pipeline.events import InvalidEvent
 from pipeline.exporter import Exporter
 from pipeline.ports import LOOPBACK, listen
 from pipeline.settings import WorkerSettings
@@ -38,20 +37,16 @@ from pipeline.stream.checkpoints import CheckpointStore, restore
 from pipeline.stream.faust_internals import bounded_worker, bulk_app
 from pipeline.stream.kafka import aiokafka_options, faust_credentials
 from pipeline.stream.partials import PUBLISH_EVERY, REPUBLISH_EVERY, MergedViews
-from pipeline.stream.runtime import (
-    REKEYED_HEADER,
-    PartitionEngine,
-    Record,
-    Runtime,
-    StoredInput,
-    dead_letter_value,
-)
+from pipeline.stream.routing import REROUTED_HEADER
+from pipeline.stream.runtime import PartitionEngine, Record, Runtime, StoredInput
+from pipeline.stream.stalls import StallWatch
 from pipeline.stream.topics import ensure_topics
 
 log = logging.getLogger("ccpipe.worker")
 # Allocations between young-generation collections, then collections between older ones
 # (CPython's defaults: 700, 10, 10). Worth about a fifth of the engine's time (README "Performance").
 GC_THRESHOLDS = (50_000, 20, 100)
+STALL_CHECK_EVERY = 5.0  # seconds between looks at each partition's progress (pipeline/stream/stalls.py)
 
 
 class Worker:
@@ -82,6 +77,8 @@ class Worker:
             broker_rebalance_timeout=session,
             broker_commit_interval=1.0,
             broker_max_poll_records=settings.batch_size,
+            consumer_max_fetch_size=settings.kafka_max_fetch_bytes,
+            producer_compression_type=settings.kafka_compression,
             stream_wait_empty=False,
             value_serializer="raw",
             key_serializer="raw",
@@ -103,11 +100,13 @@ class Worker:
         )
         self.backend = open_backend(settings.store())
         self.store_dir = chdb_dir(settings.store())
+        self.stalls = StallWatch(settings.partition_stall_seconds)
         self.exporter = Exporter(
             self.views,
             newest_processed=lambda: self.runtime.newest_event_time,
             store_pending_rows=lambda: self.writer.pending_rows,
             runtime_stats=self.runtime.current_stats,
+            stalled=self.stalls.stalled,
         )
         self.writer = StoreWriter(
             self.backend,
@@ -118,7 +117,7 @@ class Worker:
             on_error=self.exporter.store_error,
             on_durable=self._release,
         )
-        self.sink = StoreSink(self.writer)
+        self.sink = StoreSink(self.writer, settings.engine().fcr_horizon_seconds)
         # Input batches waiting for their rows to be stored: (tp, first, last offset, write cycle).
         self._unacked: deque[tuple[Any, int, int, int]] = deque()
         self.app.bulk(self.input, self._process)
@@ -128,11 +127,13 @@ class Worker:
         self.app.timer(REPUBLISH_EVERY)(self.runtime.publish_all)
         self.app.timer(settings.store_flush_seconds / 2)(self.runtime.window_rows_due)
         self.app.timer(settings.checkpoint_interval_seconds)(self.runtime.checkpoint_due)
+        self.app.timer(STALL_CHECK_EVERY)(self._watch_stalls)
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.task(self._serve_http)
         self._checkpoints_started = False
         self._http: list[web.AppRunner] = []
+        self._failure: str | None = None  # why processing stopped, once it has (/healthz says it)
 
     # --- the consumer's handlers ----------------------------------------------------------
 
@@ -166,13 +167,32 @@ class Worker:
     async def _on_revoked(self, sender: Any, revoked: set[Any], **_: Any) -> None:
         self.runtime.revoke(tp.partition for tp in revoked if tp.topic == self.settings.input_topic)
 
+    async def _watch_stalls(self) -> None:
+        """Tell the stall watch where each assigned input partition is and where the broker ends."""
+        consumer = self.app.consumer
+        assigned = [tp for tp in consumer.assignment() if tp.topic == self.settings.input_topic]
+        ends = await consumer.highwaters(*assigned) if assigned else {}
+        positions = {}
+        for tp in assigned:
+            held = self.runtime.partitions.get(tp.partition)
+            # Not processed here yet: where the group's committed offset says it resumes.
+            positions[tp] = (
+                held.applied_offset + 1 if held is not None else consumer._committed_offset[tp] or 0
+            )
+        self.stalls.observe({(tp.topic, tp.partition): at for tp, at in positions.items()},
+                            {(tp.topic, tp.partition): end for tp, end in ends.items()})  # fmt: skip
+
+    def _on_failure(self, line: str) -> None:
+        self._failure = line
+
     # --- outputs ---------------------------------------------------------------------------
 
-    async def dead_letter(self, message: Record, invalid: InvalidEvent) -> None:
-        await self.dlq.send(key=message.key, value=dead_letter_value(message, invalid, time.time()))
+    async def dead_letter(self, letter: DeadLetter, key: bytes | None) -> None:
+        await self.dlq.send(key=key, value=letter.kafka_value())
 
-    async def rekey(self, message: Record, customer_id: str) -> None:
-        await self.input.send(key=customer_id.encode(), value=message.value, headers=[(REKEYED_HEADER, b"1")])
+    async def reroute(self, message: Record, partition: int, key: str) -> None:
+        await self.input.send(key=key.encode(), value=message.value, partition=partition,
+                              headers=[(REROUTED_HEADER, b"1")])  # fmt: skip
 
     async def publish_partials(self, partials: list[tuple[bytes, bytes]]) -> None:
         for key, value in partials:
@@ -183,7 +203,7 @@ class Worker:
             self.exporter.observe(batch)
 
     def persist(self, partition: int, version: int, batch: Batch, stored: StoredInput) -> None:
-        self.sink.persist(partition, version, batch, stored)
+        self.sink.persist(partition, version, batch, stored.events, stored.refused)
 
     async def wait_for_room(self) -> None:
         await self.sink.wait_for_room()
@@ -248,6 +268,8 @@ class Worker:
             return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         async def healthz(_: web.Request) -> web.Response:
+            if self._failure is not None:
+                return web.Response(text=self._failure + "\n", status=503)
             return web.Response(text="ok\n")
 
         async def sql(request: web.Request) -> web.Response:
@@ -289,7 +311,7 @@ class Worker:
 
     def run(self) -> None:
         """Create topics, run (and serve /metrics) until SIGTERM/SIGINT; checkpoint on the way out."""
-        ensure_topics(self.settings)
+        self.runtime.input_partitions = ensure_topics(self.settings)
         applied = migrate(self.backend, self.settings.store_ttl_days)
         if applied:
             log.info("store %s: applied migrations %s", redact(self.backend.url), ", ".join(applied))
@@ -299,7 +321,7 @@ class Worker:
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
         worker = bounded_worker(
-            self.app, self.settings.shutdown_timeout_seconds,
+            self.app, self.settings.shutdown_timeout_seconds, on_failure=self._on_failure,
             loglevel=self.settings.log_level, quiet=True, redirect_stdouts=False,
         )  # fmt: skip
         worker.execute_from_commandline()
