@@ -101,7 +101,7 @@ def test_reads_stdin_and_exits_zero_on_garbage(tmp_path: Path) -> None:
     result = ccpipe("compute", "--input", "-", "--windows-out", str(tmp_path / "w"),
                     "--conversations-out", str(tmp_path / "c"), stdin=events)  # fmt: skip
     assert result.returncode == 0
-    assert b"line 2: not_json" in result.stderr and b"line 3: not_object" in result.stderr
+    assert b"line 2: not_utf8" in result.stderr and b"line 3: not_object" in result.stderr
     window = json.loads((tmp_path / "w").read_text())
     assert (window["window_start"], window["conversations_started"], window["window_seconds"]) == (
         "2026-03-02T09:00:00Z", 1, 60.0)  # fmt: skip

@@ -305,3 +305,23 @@ def test_rolling_views_merge_the_last_tumbling_windows() -> None:
     assert views["15m"][("chat", "billing")]["conversations_started"] == 15
     assert views["1h"][("chat", "billing")]["conversations_started"] == 20
     assert engine.rolling(now=T0 + 60 * 19 + 3600 + 1)["1h"] == {}
+
+
+def test_an_event_of_a_conversation_that_left_memory_changes_nothing() -> None:
+    """A survey more than H + lateness after the resolution: the conversation's record stays
+    the final one (no new, partial conversation replaces it), and the survey is counted late."""
+    settings = EngineSettings(fcr_horizon_seconds=600, allowed_lateness_seconds=60)
+    events = [
+        customer_msg("m1", "c1", 0),
+        agent_msg("a1", "c1", 30),
+        event("r1", "conversation_resolved", "c1", 100),
+        event("o1", "conversation_started", "c2", 900, customer="u2"),  # moves time past 100 + 600 + 60
+        event("s1", "survey", "c1", 905, csat=1),
+        customer_msg("m2", "c1", 906, text="hello again"),
+    ]
+    run = Run(events, settings)
+    record = run.conversation("c1")
+    assert record["resolved_at"] == T0 + 100 and record["fcr_final"] and record["csat"] is None
+    assert record["frt_seconds"] == 30 and record["messages_inbound"] == 1
+    assert run.engine.stats.late == 2
+    assert "c1" not in run.engine.waiting_by_key[("chat", "billing")]  # c2 waits, c1 does not

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -251,3 +252,53 @@ def test_coverage_guided_fuzzing_finds_no_crash_in_the_decoder(tmp_path: Path) -
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:].decode(errors="replace")
     assert f"Done {runs} runs".encode() in result.stderr
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ({"FAULT_NO_CODECS": "1"}, "snappy", 65, "cannot read topic {topic} partition"),
+        ({"FAULT_CRASH_MARKER": "CRASH-ME"}, "none", 70, "processing a batch failed"),
+        ({"FAULT_SERVICE_CRASH": "1"}, "none", 70, "a service crashed"),
+    ],
+    ids=["unreadable-batch", "failed-batch", "crashed-service"],
+)
+def test_a_worker_that_cannot_go_on_says_why_once_and_exits_non_zero_within_its_bound(
+    broker: EmbeddedBroker, topics: dict[str, str], workdir: Path, case: tuple[dict[str, str], str, int, str]
+) -> None:
+    """A batch it cannot decode (a codec the worker lacks), a batch whose processing raises and a
+    crashed service each end the worker with one line and a non-zero exit within
+    CCPIPE_SHUTDOWN_TIMEOUT_SECONDS; /healthz stops answering ok meanwhile. A supervisor sees
+    it and restarts it; nothing hangs half alive."""
+    from confluent_kafka import Producer
+
+    fault, compression, code, says = case
+    settings_ = settings_for(broker, topics)
+    ensure_topics(settings_)
+    bound = 10.0
+    worker = WorkerProcess(broker.bootstrap, workdir, **topics, PYTHONPATH=str(FAULTS),
+                           CCPIPE_SHUTDOWN_TIMEOUT_SECONDS=str(bound), **fault).start()  # fmt: skip
+    assert worker.process is not None
+    try:
+        healthz = worker.url.replace("/metrics", "/healthz")
+
+        def healthy() -> list[str]:
+            with urllib.request.urlopen(healthz, timeout=5) as answer:
+                return [] if answer.read() == b"ok\n" else ["not ok"]
+
+        wait_until(healthy, timeout=60, what="/healthz says ok")
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "compression.type": compression})
+        for line in scenario(120)[:20]:
+            producer.produce(settings_.input_topic, value=line.replace(b'"chat"', b'"chat", "note": "CRASH-ME"'),
+                             key=orjson.loads(line)["customer_id"].encode())  # fmt: skip
+        producer.flush(10)
+        began = time.monotonic()
+        while worker.process.poll() is None and time.monotonic() - began < 90:
+            time.sleep(0.1)
+        assert worker.process.poll() == code, worker.log.read_text()[-3000:]
+    finally:
+        worker.stop()
+    lines = [line for line in worker.log.read_text().splitlines() if line.startswith("ccpipe worker:")]
+    assert len(lines) == 1 and says.format(topic=settings_.input_topic) in lines[0], lines
+    if code == 65:  # an unreadable batch is no bug: the line says it all, no traceback follows
+        assert "Traceback" not in worker.log.read_text().split(lines[0])[-1]

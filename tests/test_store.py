@@ -147,7 +147,10 @@ def table_rows(lines: list[bytes]) -> Iterator[tuple[str, list[Any]]]:
     batches = list(run_partitioned(lines))
     yield "interactions", [interaction_row(e, p, o) for p, _, _, s in batches for e, o in s.events]
     horizon = EngineSettings().fcr_horizon_seconds
-    yield "conversations", [conversation_row(r, v, horizon) for _, v, b, _ in batches for r in b.conversations]
+    yield (
+        "conversations",
+        [conversation_row(r, v, horizon) for _, v, b, _ in batches for r in b.conversations],
+    )
     yield "metrics_window_partials", [window_row(w, p, v) for p, v, b, _ in batches for w in b.windows]
     bad = InvalidEvent("not_json", "not JSON", b"{x")
     letter = DeadLetter.of(topic="t", partition=1, offset=2, reason=bad.reason, detail=bad.detail, value=bad.raw,

@@ -4,6 +4,7 @@ the dead-letter topic; a spike on one channel raises its FRT p90; mis-keyed even
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -153,3 +154,58 @@ def test_section_6_gauges_and_columns_equal_compute_with_the_same_settings(
         assert int(short[0]) > 0 and int(short[1]) > 0  # the scenario exercises them
     finally:
         store.close()
+
+
+def test_the_store_holds_the_engines_latest_facts_after_each_kind_of_stop(
+    broker: EmbeddedBroker, topics: dict[str, str], workdir: Path
+) -> None:
+    """FCR horizons (20 minutes) pass all along the second half of a 40-minute replay on 3
+    partitions. After a clean stop (SIGINT) at half time, and after a SIGKILL mid-stream, a
+    restart and a SIGTERM, every field of `conversations_latest` (fcr_final too) and
+    `metrics_window` equals `ccpipe compute` on what was sent."""
+    env = {"CCPIPE_FCR_HORIZON_SECONDS": "1200", "CCPIPE_PARTITIONS": "3", **topics}
+    settings = WorkerSettings.from_env({"CCPIPE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, **env})
+    engine = settings.engine()
+    ensure_topics(settings)
+    lines = scenario(2400, seed=17)
+    half = len(lines) // 2
+    first, second = lines[:half], lines[half:]
+
+    def stored_equals_compute(sent: list[bytes]) -> tuple[int, int]:
+        store = open_backend(f"chdb://{workdir}/chdb")
+        try:
+            assert_views_equal_compute(store, sent, engine)
+            final, provisional = store.select(
+                "SELECT countIf(fcr_final), countIf(NOT fcr_final AND resolved_at IS NOT NULL) "
+                "FROM conversations_latest"
+            ).rows[0]
+            return int(final), int(provisional)
+        finally:
+            store.close()
+
+    send_lines(settings, first)
+    worker = WorkerProcess(broker.bootstrap, workdir, **env).start()
+    try:
+        wait_until(gauges_match(worker, first, engine), timeout=120, what="gauges of the first half")
+    finally:
+        assert worker.process is not None
+        worker.process.send_signal(signal.SIGINT)  # Ctrl-C: the clean stop
+        assert worker.process.wait(40) in (0, 130), worker.process.returncode
+    assert stored_equals_compute(first)[1] > 0  # resolved, not final yet
+
+    killed = WorkerProcess(broker.bootstrap, workdir, **env).start()
+    sender = threading.Thread(target=send_lines, args=(settings, second))
+    try:
+        sender.start()
+        time.sleep(1.0)
+        killed.kill()
+    finally:
+        sender.join(60)
+        killed.stop()
+    restarted = WorkerProcess(broker.bootstrap, workdir, **env).start()
+    try:
+        wait_until(gauges_match(restarted, lines, engine), timeout=150, what="gauges after the restart")
+    finally:
+        restarted.stop()  # SIGTERM
+    final, provisional = stored_equals_compute(lines)
+    assert final > 100 and provisional > 0, (final, provisional)  # horizons passed mid-stream

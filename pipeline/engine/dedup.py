@@ -23,6 +23,9 @@ class EventIdSet:
     def __len__(self) -> int:
         return len(self._bucket_of)
 
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._bucket_of
+
     def add(self, event_id: str, t: float) -> bool:
         """Remember the id; False when it was already remembered (a duplicate)."""
         if event_id in self._bucket_of:

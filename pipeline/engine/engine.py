@@ -25,7 +25,7 @@ from pipeline.settings import ROLLING_SPANS, EngineSettings
 
 # The shape of an engine's state; a checkpoint of another shape is not restored (bump it when
 # the engine's, a conversation's or a window's attributes change).
-STATE_FORMAT = 3
+STATE_FORMAT = 4
 
 # Deadlines kept in the timer heap.
 _FCR_FINAL, _EVICT = 0, 1
@@ -72,6 +72,10 @@ class Engine:
         self.customers: dict[str, list[Conversation]] = {}
         self.waiting_by_key: dict[Key, WaitingSet] = {}
         self.event_ids = EventIdSet(s.dedup_horizon_seconds)
+        # Conversations that left memory (final, or idle): a later event of one must not start a
+        # new conversation of the same id whose record would replace the real one. Remembered
+        # for the de-duplication horizon, like event ids.
+        self.closed = EventIdSet(s.dedup_horizon_seconds)
         self.stats = EngineStats()
         self.newest: float | None = None
         self._timers: list[tuple[float, int, int, str]] = []
@@ -142,12 +146,14 @@ class Engine:
             self.stats.duplicates += 1
             self._batch.duplicates += 1
             return
-        if newest is not None and t < newest - s.allowed_lateness_seconds:
+        closed = event.conversation_id in self.closed
+        if closed or (newest is not None and t < newest - s.allowed_lateness_seconds):
             self.stats.late += 1
             self._batch.late += 1
         self.stats.valid[(event.type, event.channel)] += 1
         self._batch.valid[(event.type, event.channel)] += 1
-        self._apply(event)
+        if not closed:  # a closed conversation's facts are final (its event is still stored raw)
+            self._apply(event)
         if newest is None or t > newest:
             self.newest = t
             self._advance(t)
@@ -323,6 +329,7 @@ class Engine:
         s = self.settings
         self._batch.windows.extend(self.windows.advance(newest - s.allowed_lateness_seconds))
         self.event_ids.expire(newest)
+        self.closed.expire(newest)
         timers = self._timers
         while timers and timers[0][0] <= newest:
             _, _, what, conversation_id = heapq.heappop(timers)
@@ -351,6 +358,7 @@ class Engine:
         self._changed.pop(conv.conversation_id, None)
         self._batch.conversations.append(conv.record(self.newest or 0.0, self.settings))
         del self.conversations[conv.conversation_id]
+        self.closed.add(conv.conversation_id, self.newest or 0.0)
         siblings = self.customers.get(conv.customer_id, [])
         if conv in siblings:
             siblings.remove(conv)
