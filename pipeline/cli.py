@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from typing import IO, Any
 from pipeline.settings import (
     ENGINE_SETTINGS,
     RUN_STORE,
+    STAFFING_SETTINGS,
     EngineSettings,
     Setting,
     SettingError,
@@ -66,8 +68,11 @@ def _compute(args: argparse.Namespace) -> int:
         _open_input(args.input) as (source, size),
         open(args.windows_out, "wb") as windows_out,
         open(args.conversations_out, "wb") as conversations_out,
+        open(args.agent_windows_out or os.devnull, "wb") as agent_windows_out,
     ):
-        summary = run_compute(source, windows_out, conversations_out, settings, total_bytes=size)
+        agents = agent_windows_out if args.agent_windows_out else None
+        summary = run_compute(source, windows_out, conversations_out, settings, total_bytes=size,
+                              agent_windows_out=agents)  # fmt: skip
     print(summary, file=sys.stderr)
     return 0
 
@@ -157,6 +162,34 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _staffing(args: argparse.Namespace) -> int:
+    from pipeline.staffing import offered_load, required_agents, table  # noqa: PLC0415
+
+    level, cap, shrinkage = (getattr(args, s.field) for s in STAFFING_SETTINGS)
+    load = offered_load(args.contacts, args.interval_seconds, args.aht)
+    required, figures = required_agents(load, args.aht, args.answer_within, service_level=level,
+                                        max_occupancy=cap, shrinkage=shrinkage)  # fmt: skip
+    rows = table(load, args.aht, args.answer_within, figures.agents) if figures else []
+    if args.format == "json":
+        rendered = [row.as_dict() for row in rows]
+        print(json.dumps({"offered_load_erlangs": load, "required_agents": required, "rows": rendered}))
+        return 0
+    on_duty = figures.agents if figures else 0
+    capped = f", occupancy at most {cap:.0%}" if cap < 1 else ""
+    print(f"{args.contacts:g} contacts in {args.interval_seconds:g} s, AHT {args.aht:g} s: "
+          f"offered load {load:.2f} Erlangs")  # fmt: skip
+    print(f"{level:.0%} answered within {args.answer_within:g} s{capped}: {on_duty} agents on contact duty")
+    if shrinkage:
+        print(f"with {shrinkage:.0%} shrinkage: schedule {required} agents")
+    print(f"\n{'agents':>6}  {'service level':>13}  {'ASA':>8}  {'occupancy':>9}  {'P(wait)':>7}")
+    for row in rows:
+        mark = "  <- required" if row.agents == on_duty else ""
+        figures_text = f"{row.service_level:>13.4f}  {row.asa_seconds:>7.2f}s  {row.occupancy:>9.3f}"
+        print(f"{row.agents:>6}  {figures_text}  {row.p_wait:>7.4f}{mark}")
+    print(f"\nrequired agents: {required}")
+    return 0
+
+
 def _default_store() -> str:
     return env_or_file(os.environ, "CCPIPE_STORE_URL") or RUN_STORE
 
@@ -201,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("--windows-out", required=True, help="where to write window rows (JSONL)")
     compute.add_argument(
         "--conversations-out", required=True, help="where to write conversation records (JSONL)"
+    )
+    compute.add_argument(
+        "--agent-windows-out", help="where to write agent_window rows (JSONL, contract §7.2)"
     )
     for declared in ENGINE_SETTINGS:  # every engine setting, as the workers' environment has it
         shown = declared.shown_default or "none"
@@ -349,6 +385,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--ttl-days", type=int, default=400, help="days rows are kept, for tables created now"
     )
     migrate.set_defaults(handler=_migrate)
+
+    staffing = commands.add_parser(
+        "staffing",
+        help="Erlang C: agents required to answer a share of contacts within a time (as the live gauges)",
+        description="The staffing calculation of the live gauges (contract section 7.3) for given traffic.",
+    )
+    staffing.add_argument("--contacts", type=_seconds, required=True, help="contacts offered in the interval")
+    staffing.add_argument("--interval-seconds", type=_seconds, required=True, help="the interval, seconds")
+    staffing.add_argument("--aht", type=_seconds, required=True, help="average handle time, seconds")
+    staffing.add_argument(
+        "--answer-within", type=_non_negative_seconds, required=True, help="service-level time T, seconds"
+    )
+    for declared in STAFFING_SETTINGS:
+        staffing.add_argument(
+            declared.flag, dest=declared.field, default=declared.default, type=_flag_parser(declared),
+            help=f"{declared.help} (default {declared.shown_default}; a worker's {declared.env})",
+        )  # fmt: skip
+    staffing.add_argument(
+        "--format", choices=("table", "json"), default="table", help="output (default table)"
+    )
+    staffing.set_defaults(handler=_staffing)
 
     replay = commands.add_parser(
         "replay", help="send a JSONL file of events into Kafka, keyed by customer_id"

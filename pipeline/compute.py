@@ -17,7 +17,8 @@ from typing import IO, Any
 import orjson
 from tqdm import tqdm
 
-from pipeline.engine import Engine, WindowRow
+from pipeline.engine import Batch, Engine, WindowRow
+from pipeline.engine.agents import AgentRow
 from pipeline.events import Event, InvalidEvent, decode_event
 from pipeline.settings import EngineSettings
 from pipeline.timefmt import format_rfc3339
@@ -62,6 +63,14 @@ def window_json(row: WindowRow) -> dict[str, Any]:
     return out
 
 
+def agent_window_json(row: AgentRow) -> dict[str, Any]:
+    """An `agent_window` row (contract §7.2) with an RFC 3339 `window_start`."""
+    out = row.as_dict()
+    out["window_start"] = format_rfc3339(row.window_start)
+    out["window_seconds"] = float(row.window_seconds)
+    return out
+
+
 def _batches(lines: IO[bytes], progress: tqdm | None) -> Iterator[list[Event | InvalidEvent]]:
     batch: list[Event | InvalidEvent] = []
     for number, line in enumerate(lines, start=1):
@@ -83,8 +92,10 @@ def run_compute(
     *,
     errors: IO[str] = sys.stderr,
     total_bytes: int | None = None,
+    agent_windows_out: IO[bytes] | None = None,
 ) -> ComputeSummary:
-    """Run the engine over `source` and write both outputs; invalid lines go to `errors`."""
+    """Run the engine over `source` and write the outputs (agent windows too when asked);
+    invalid lines go to `errors`."""
     began = time.monotonic()
     engine = Engine(settings)
     records: dict[str, dict[str, Any]] = {}
@@ -97,27 +108,26 @@ def run_compute(
     )
     lines = 0
 
-    def absorb(
-        batch_windows: list[WindowRow],
-        conversations: list[dict[str, Any]],
-        invalid: list[InvalidEvent],
-    ) -> None:
+    def absorb(result: Batch) -> None:
         nonlocal windows_written
-        for bad in invalid:
+        for bad in result.invalid:
             errors.write(f"{bad.origin}: {bad.reason}: {bad.detail}\n")
-        for row in batch_windows:
+        for row in result.windows:
             if row.final:
                 windows_out.write(orjson.dumps(window_json(row), option=orjson.OPT_APPEND_NEWLINE))
                 windows_written += 1
-        for record in conversations:
+        if agent_windows_out is not None:
+            for agent_row in result.agent_windows:
+                if agent_row.final:
+                    agent_windows_out.write(orjson.dumps(agent_window_json(agent_row),
+                                                         option=orjson.OPT_APPEND_NEWLINE))  # fmt: skip
+        for record in result.conversations:
             records[record["conversation_id"]] = record
 
     for batch in _batches(source, progress):
         lines += len(batch)
-        result = engine.process(batch)
-        absorb(result.windows, result.conversations, result.invalid)
-    result = engine.flush()
-    absorb(result.windows, result.conversations, result.invalid)
+        absorb(engine.process(batch))
+    absorb(engine.flush())
     if progress is not None:
         progress.close()
 

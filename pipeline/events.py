@@ -26,8 +26,12 @@ EVENT_TYPES = frozenset(
         "conversation_reopened",
         "conversation_abandoned",
         "survey",
+        "agent_state",  # contract §7.1: no event of a conversation
     }
 )
+AGENT_STATES = frozenset({"available", "on_contact", "after_contact_work", "away", "offline"})
+HANDLING = frozenset({"on_contact", "after_contact_work"})  # states that name the contact handled
+MAX_AGENT_QUEUES = 50
 DIRECTIONS = frozenset({"inbound", "outbound"})
 AUTHORS = frozenset({"customer", "agent", "bot", "system"})
 DEFAULT_QUEUE = "default"
@@ -77,7 +81,9 @@ REASONS = (
 
 @dataclass(slots=True)
 class Event:
-    """A valid event, normalized: `timestamp` is epoch seconds, `queue` is never absent."""
+    """A valid event, normalized: `timestamp` is epoch seconds, `queue` is never absent. An
+    `agent_state` event has no customer (`customer_id` is empty) and, unless it names the contact
+    handled, no conversation or channel (empty too)."""
 
     event_id: str
     type: str
@@ -97,6 +103,17 @@ class Event:
     raw: bytes = b""
     # Where it came from ("line 12", "interactions[3]@1042"), for error reports.
     origin: str = ""
+    # agent_state only (contract §7.1): the state, and the queues and channels served from now
+    # on (None: as the agent's previous event says).
+    state: str | None = None
+    queues: tuple[str, ...] | None = None
+    channels: tuple[str, ...] | None = None
+    reason: str | None = None
+
+    @property
+    def routing_key(self) -> str:
+        """Whose events must meet one engine: the customer's, or for agent events the agent's."""
+        return self.customer_id or (self.agent_id or "")
 
 
 @dataclass(slots=True)
@@ -168,6 +185,8 @@ def _build(obj: dict[str, Any], raw: bytes, origin: str) -> Event:
         if not isinstance(event_type, str):
             raise _Invalid(WRONG_TYPE, f"type must be a string, got {_json_type(event_type)}")
         raise _Invalid(UNKNOWN_TYPE, f"type {event_type[:64]!r} is not one of {sorted(EVENT_TYPES)}")
+    if event_type == "agent_state":
+        return _build_agent(obj, raw, origin)
     event_id = get("event_id")
     conversation_id = get("conversation_id")
     customer_id = get("customer_id")
@@ -223,6 +242,46 @@ def _build(obj: dict[str, Any], raw: bytes, origin: str) -> Event:
         event_id, event_type, conversation_id, customer_id, channel, queue, timestamp,
         direction, author, agent_id, text, sentiment, csat, nps, ces, raw, origin,
     )  # fmt: skip
+
+
+def _build_agent(obj: dict[str, Any], raw: bytes, origin: str) -> Event:
+    """An `agent_state` event (contract §7.1)."""
+    event_id = _string(obj, "event_id", 1, 128, required=True)
+    agent_id = _string(obj, "agent_id", 1, 128, required=True)
+    state = _choice(obj, "state", AGENT_STATES, required=True)
+    timestamp = _timestamp(obj)
+    handling = state in HANDLING
+    conversation_id = _string(obj, "conversation_id", 1, 128, required=handling) or ""
+    channel = _string(obj, "channel", 1, 32, required=handling) or ""
+    if channel and not _CHANNEL.fullmatch(channel):
+        raise _Invalid(OUT_OF_RANGE, f"channel {channel!r} must match [a-z0-9_-]{{1,32}}")
+    queue = _string(obj, "queue", 1, 64) or DEFAULT_QUEUE
+    queues = _names(obj, "queues", lambda name: 0 < len(name) <= 64, "1-64 characters", MAX_AGENT_QUEUES)
+    channels = _names(obj, "channels", _CHANNEL.fullmatch, "[a-z0-9_-]{1,32}", None)
+    reason = _string(obj, "reason", 0, 64)
+    return Event(
+        event_id, "agent_state", conversation_id, "", channel, queue, timestamp, agent_id=agent_id, raw=raw,
+        origin=origin, state=state, queues=queues, channels=channels, reason=reason,
+    )  # fmt: skip
+
+
+def _names(
+    obj: dict[str, Any], field: str, valid: Any, form: str, most: int | None
+) -> tuple[str, ...] | None:
+    """An optional array of names (queues, channels); a queue list holds 1 to `most` of them."""
+    value = obj.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise _Invalid(WRONG_TYPE, f"{field} must be an array, got {_json_type(value)}")
+    if most is not None and not 1 <= len(value) <= most:
+        raise _Invalid(OUT_OF_RANGE, f"{field} must hold 1-{most} names, got {len(value)}")
+    for name in value:
+        if not isinstance(name, str):
+            raise _Invalid(WRONG_TYPE, f"{field} must hold strings, got {_json_type(name)}")
+        if not valid(name):
+            raise _Invalid(OUT_OF_RANGE, f"{field}: {name[:64]!r} must be {form}")
+    return tuple(dict.fromkeys(value))
 
 
 def _present(obj: dict[str, Any], field: str, required: bool) -> Any:

@@ -57,6 +57,23 @@ def parse_seconds_or_zero(name: str, raw: str) -> float:
     return value
 
 
+def _parse_share(low_open: bool, high_open: bool) -> Callable[[str, str], float]:
+    """A share (0..1) with the given ends excluded, e.g. (0, 1] for a service-level target."""
+    low, high = "(0" if low_open else "[0", "1)" if high_open else "1]"
+
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        inside = (value > 0 if low_open else value >= 0) and (value < 1 if high_open else value <= 1)
+        if not inside:
+            raise SettingError(f"{name} must be a number in {low}, {high}, got {raw!r}")
+        return value
+
+    return parse
+
+
 def _parse_count(name: str, raw: str) -> int:
     try:
         value = int(raw)
@@ -247,6 +264,10 @@ class EngineSettings:
         ALWAYS_OPEN, "YAML file of business hours per queue (none: always open)", _parse_calendars,
         env="CCPIPE_CALENDARS_FILE", flag="--calendars",
     )  # fmt: skip
+    agent_stale_seconds: float = setting(
+        28800.0, "an agent whose latest event is this far behind the newest event time is offline",
+        parse_seconds,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         _positive("window_seconds", self.window_seconds)
@@ -256,6 +277,7 @@ class EngineSettings:
         _positive("dedup_horizon_seconds", self.dedup_horizon_seconds)
         _positive("sla_default_seconds", self.sla_default_seconds)
         _non_negative("short_abandon_seconds", self.short_abandon_seconds)
+        _positive("agent_stale_seconds", self.agent_stale_seconds)
         for channel, target in self.sla_targets.items():
             _positive(f"sla_targets[{channel}]", target)
         if self.idle_timeout_seconds < self.allowed_lateness_seconds:
@@ -269,6 +291,27 @@ class EngineSettings:
 
 
 ENGINE_SETTINGS = declared(EngineSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class StaffingSettings:
+    """The Erlang C model's targets (contract §7.3), for the staffing gauges and `ccpipe staffing`."""
+
+    staffing_service_level: float = setting(
+        0.8, "target share of contacts answered within the channel's FRT target (Erlang C)",
+        _parse_share(low_open=True, high_open=False), flag="--service-level",
+    )  # fmt: skip
+    staffing_max_occupancy: float = setting(
+        1.0, "highest occupancy required agents may run at (1: no cap)",
+        _parse_share(low_open=True, high_open=False), flag="--max-occupancy",
+    )  # fmt: skip
+    staffing_shrinkage: float = setting(
+        0.0, "share of scheduled time agents are not available (breaks, training)",
+        _parse_share(low_open=False, high_open=True), flag="--shrinkage",
+    )  # fmt: skip
+
+
+STAFFING_SETTINGS = declared(StaffingSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,12 +394,16 @@ class WorkerSettings:
         "WARNING", "DEBUG, INFO, WARNING or ERROR", _parse_choice("DEBUG", "INFO", "WARNING", "ERROR")
     )
     engine_settings: EngineSettings = field(default_factory=EngineSettings)
+    staffing: StaffingSettings = field(default_factory=StaffingSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
         """Read every CCPIPE_* variable (defaults for the absent ones)."""
         engine = EngineSettings(**{s.field: s.read(environ) for s in ENGINE_SETTINGS})
-        return cls(**{s.field: s.read(environ) for s in WORKER_ONLY}, engine_settings=engine)
+        staffing = StaffingSettings(**{s.field: s.read(environ) for s in STAFFING_SETTINGS})
+        return cls(
+            **{s.field: s.read(environ) for s in WORKER_ONLY}, engine_settings=engine, staffing=staffing
+        )
 
     def store(self) -> str:
         """The store URL, defaulting to chDB files in the data directory."""
@@ -367,7 +414,7 @@ class WorkerSettings:
 
 
 WORKER_ONLY = declared(WorkerSettings)
-WORKER_SETTINGS = WORKER_ONLY + ENGINE_SETTINGS  # everything a worker reads from its environment
+WORKER_SETTINGS = WORKER_ONLY + ENGINE_SETTINGS + STAFFING_SETTINGS  # all a worker reads from its environment
 SECRETS = tuple(s.env for s in WORKER_SETTINGS if s.secret)  # also read from NAME_FILE (mounted secrets)
 
 

@@ -224,7 +224,7 @@ def test_held_back_window_rows_leave_the_store_with_the_same_rows(
             assert hold or not batch.held
             newest.update(((r.window_start, r.channel, r.queue), (r.final, r.fields)) for r in batch.windows)
         newest.update(
-            ((r.window_start, r.channel, r.queue), (r.final, r.fields)) for r in engine.window_rows()
+            ((r.window_start, r.channel, r.queue), (r.final, r.fields)) for r in engine.window_rows()[0]
         )
         return newest
 

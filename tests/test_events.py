@@ -29,6 +29,9 @@ BASE: dict[str, Any] = {
     "author": "customer",
 }
 SURVEY = BASE | {"type": "survey", "csat": 4}
+AGENT: dict[str, Any] = {"event_id": "x1", "type": "agent_state", "agent_id": "ana", "state": "available",
+                         "timestamp": "2026-03-02T09:00:00Z"}  # fmt: skip
+CONTACT = AGENT | {"state": "on_contact", "conversation_id": "c1", "channel": "chat"}
 
 
 def without(body: dict[str, Any], field: str) -> dict[str, Any]:
@@ -54,6 +57,12 @@ VALID = [
     SURVEY | {"csat": None, "nps": 0},
     SURVEY | {"csat": 5.0, "ces": 7},
     BASE | {"event_id": "x" * 128},
+    AGENT,
+    AGENT | {"queues": ["billing", "tech"], "channels": ["chat", "phone"], "reason": "back"},
+    AGENT | {"state": "away", "reason": "l" * 64, "queues": ["q" * 64] * 50, "channels": []},
+    AGENT | {"state": "offline", "customer_id": "ignored", "timestamp": 1772442000},
+    CONTACT,
+    CONTACT | {"state": "after_contact_work", "queue": "billing"},
 ]
 
 INVALID: list[tuple[str, Any]] = [
@@ -101,6 +110,20 @@ INVALID: list[tuple[str, Any]] = [
     ("out_of_range", SURVEY | {"nps": 11}),
     ("out_of_range", SURVEY | {"ces": 8}),
     ("unknown_type", BASE | {"type": "teleport"}),
+    ("missing_field", without(AGENT, "agent_id")),
+    ("missing_field", without(AGENT, "state")),
+    ("missing_field", without(CONTACT, "conversation_id")),
+    ("missing_field", without(CONTACT, "channel")),
+    ("out_of_range", AGENT | {"state": "lunch"}),
+    ("out_of_range", AGENT | {"queues": []}),
+    ("out_of_range", AGENT | {"queues": ["q"] * 51}),
+    ("out_of_range", AGENT | {"queues": [""]}),
+    ("out_of_range", AGENT | {"channels": ["Chat!"]}),
+    ("out_of_range", AGENT | {"reason": "r" * 65}),
+    ("out_of_range", AGENT | {"agent_id": ""}),
+    ("wrong_type", AGENT | {"queues": "billing"}),
+    ("wrong_type", AGENT | {"channels": [5]}),
+    ("wrong_type", AGENT | {"state": 3}),
     ("bad_timestamp", BASE | {"timestamp": "yesterday"}),
     ("bad_timestamp", BASE | {"timestamp": "2026-03-02T10:00:00"}),  # no offset
     ("bad_timestamp", BASE | {"timestamp": "2026-03-02"}),

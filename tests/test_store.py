@@ -60,7 +60,7 @@ def run_partitioned(
     for line in lines:
         event = decode_event(line)
         if isinstance(event, Event):
-            p = hash(event.customer_id) % partitions
+            p = hash(event.routing_key) % partitions
             per_partition[p].append((event, len(per_partition[p])))
     for p, items in enumerate(per_partition):
         for start in range(0, len(items), batch):
@@ -142,7 +142,7 @@ def table_rows(lines: list[bytes]) -> Iterator[tuple[str, list[Any]]]:
     """Rows of every table from a real engine run (with one refused message)."""
     from pipeline.deadletter import DeadLetter
     from pipeline.events import InvalidEvent
-    from pipeline.store.rows import conversation_row, dead_letter_row, window_row
+    from pipeline.store.rows import agent_window_row, conversation_row, dead_letter_row, window_row
 
     batches = list(run_partitioned(lines))
     yield "interactions", [interaction_row(e, p, o) for p, _, _, s in batches for e, o in s.events]
@@ -152,6 +152,13 @@ def table_rows(lines: list[bytes]) -> Iterator[tuple[str, list[Any]]]:
         [conversation_row(r, v, horizon) for _, v, b, _ in batches for r in b.conversations],
     )
     yield "metrics_window_partials", [window_row(w, p, v) for p, v, b, _ in batches for w in b.windows]
+    agents = Path(__file__).parent / "data" / "example" / "agents" / "events.jsonl"
+    engine = Engine()
+    ran = [engine.process(map(decode_event, agents.read_bytes().splitlines())), engine.flush()]
+    yield (
+        "agent_window_partials",
+        [agent_window_row(row, 0, 1) for batch in ran for row in batch.agent_windows],
+    )
     bad = InvalidEvent("not_json", "not JSON", b"{x")
     letter = DeadLetter.of(topic="t", partition=1, offset=2, reason=bad.reason, detail=bad.detail, value=bad.raw,
                            received_at=time.time())  # fmt: skip
@@ -306,3 +313,25 @@ def test_window_partials_of_partitions_merge_exactly(backend: Backend) -> None:
     assert epoch(row["window_start"]) == T0
     assert row["first_responses"] == 9
     assert row["frt_p50_seconds"] == 25 and row["frt_p90_seconds"] == 40 and row["frt_max_seconds"] == 45
+
+
+def test_agent_windows_and_handle_time_in_the_views_equal_compute(backend: Backend) -> None:
+    """Contract §7.5: the `agent_window` view and `handle_seconds` of `metrics_window`, merged
+    over the partitions the agents' events were spread on, equal `ccpipe compute`."""
+    from test_agents import AgentRun
+
+    example = Path(__file__).parent / "data" / "example" / "agents" / "events.jsonl"
+    lines = example.read_bytes().splitlines() + scenario(300)
+    asyncio.run(write_all(backend, list(run_partitioned(lines))))
+    reference = AgentRun([orjson.loads(line) for line in lines if b'"lunch"' not in line])
+    stored = {
+        (epoch(r["window_start"]), r["queue"]): r for r in select(backend, "SELECT * FROM agent_window")
+    }
+    assert stored.keys() == reference.agents.keys()
+    for key, want in reference.agents.items():
+        for field, value in want.items():
+            assert close(stored[key][field], value), (key, field, stored[key][field], value)
+    handled = {(epoch(r["window_start"]), r["channel"], r["queue"]): r["handle_seconds"]
+               for r in select(backend, "SELECT * FROM metrics_window WHERE handle_seconds > 0")}  # fmt: skip
+    assert handled == {k: r["handle_seconds"] for k, r in reference.windows.items() if r["handle_seconds"]}
+    assert len(handled) == 8

@@ -15,17 +15,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.engine.agents import AgentRow, Agents
 from pipeline.engine.conversations import Conversation, covers
 from pipeline.engine.dedup import EventIdSet
 from pipeline.engine.sentiment import message_score
 from pipeline.engine.waiting import WaitingSet
-from pipeline.engine.windows import FRT, SENTIMENT, SURVEY, Key, WindowRow, WindowStore, rolling_views
+from pipeline.engine.windows import FRT, HANDLE, SENTIMENT, SURVEY, Key, WindowRow, WindowStore, rolling_views
 from pipeline.events import FUTURE_TIMESTAMP, Event, InvalidEvent
 from pipeline.settings import ROLLING_SPANS, EngineSettings
 
 # The shape of an engine's state; a checkpoint of another shape is not restored (bump it when
 # the engine's, a conversation's or a window's attributes change).
-STATE_FORMAT = 4
+STATE_FORMAT = 5
 
 # Deadlines kept in the timer heap.
 _FCR_FINAL, _EVICT = 0, 1
@@ -48,6 +49,8 @@ class Batch:
     first_responses: list[tuple[Key, float]] = field(default_factory=list)
     # Open windows changed but whose provisional rows were held back (see `process`).
     held: list[tuple[float, Key]] = field(default_factory=list)
+    # Contract §7.2: agent window rows (final ones, and provisional ones like `windows`).
+    agent_windows: list[AgentRow] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -68,6 +71,7 @@ class Engine:
         self.settings = settings or EngineSettings()
         s = self.settings
         self.windows = WindowStore(s.window_seconds, s.sla_target, max(ROLLING_SPANS.values()))
+        self.agents = Agents(s.window_seconds, s.agent_stale_seconds, max(ROLLING_SPANS.values()))
         self.conversations: dict[str, Conversation] = {}
         self.customers: dict[str, list[Conversation]] = {}
         self.waiting_by_key: dict[Key, WaitingSet] = {}
@@ -114,13 +118,15 @@ class Engine:
                 self._reject(item)
         return self._drain(window_rows)
 
-    def window_rows(self) -> list[WindowRow]:
-        """Provisional rows of the open windows changed since rows were last taken."""
-        return self.windows.changed_rows()
+    def window_rows(self) -> tuple[list[WindowRow], list[AgentRow]]:
+        """Provisional rows of the open windows (and agent windows) changed since rows were last taken."""
+        return self.windows.changed_rows(), self.agents.changed_rows()
 
     def flush(self) -> Batch:
         """End of input: seal every window and report every conversation still in memory."""
+        self._refresh_agents()
         self._batch.windows.extend(self.windows.advance(math.inf))
+        self._batch.agent_windows.extend(self.agents.seal(math.inf))
         self._changed.update(self.conversations)
         return self._drain()
 
@@ -146,6 +152,9 @@ class Engine:
             self.stats.duplicates += 1
             self._batch.duplicates += 1
             return
+        if event.type == "agent_state":  # no event of a conversation (§7.1)
+            self._agent_event(event, newest)
+            return
         closed = event.conversation_id in self.closed
         if closed or (newest is not None and t < newest - s.allowed_lateness_seconds):
             self.stats.late += 1
@@ -154,6 +163,18 @@ class Engine:
         self._batch.valid[(event.type, event.channel)] += 1
         if not closed:  # a closed conversation's facts are final (its event is still stored raw)
             self._apply(event)
+        if newest is None or t > newest:
+            self.newest = t
+            self._advance(t)
+
+    def _agent_event(self, event: Event, newest: float | None) -> None:
+        t = event.timestamp
+        if newest is not None and t < newest - self.settings.allowed_lateness_seconds:
+            self.stats.late += 1
+            self._batch.late += 1
+        self.stats.valid[(event.type, event.channel)] += 1
+        self._batch.valid[(event.type, event.channel)] += 1
+        self.agents.observe(event)
         if newest is None or t > newest:
             self.newest = t
             self._advance(t)
@@ -325,9 +346,25 @@ class Engine:
 
     # --- time ------------------------------------------------------------------------------
 
+    def _refresh_agents(self) -> None:
+        """Agent time in the open windows, up to the newest event time (pipeline/engine/agents.py)."""
+        if self.agents.agents and self.newest is not None:
+            windows = self.windows
+
+            def handle(key: Key, start: float, seconds: float) -> None:
+                windows.apply(key, start, HANDLE, seconds, +1)
+
+            self.agents.refresh(windows.final_before, self.newest, handle)
+
     def _advance(self, newest: float) -> None:
         s = self.settings
+        boundary = self.windows.boundary(newest - s.allowed_lateness_seconds)
+        if boundary is not None:  # windows are sealed: agent time up to now goes in first
+            self._refresh_agents()
         self._batch.windows.extend(self.windows.advance(newest - s.allowed_lateness_seconds))
+        if boundary is not None:
+            self._batch.agent_windows.extend(self.agents.seal(boundary))
+            self.agents.forget_stale(newest)
         self.event_ids.expire(newest)
         self.closed.expire(newest)
         timers = self._timers
@@ -372,11 +409,13 @@ class Engine:
     # --- output ----------------------------------------------------------------------------
 
     def _drain(self, window_rows: bool = True) -> Batch:
+        self._refresh_agents()
         batch = self._batch
         newest = self.newest if self.newest is not None else 0.0
         batch.conversations.extend(conv.record(newest, self.settings) for conv in self._changed.values())
         if window_rows:
             batch.windows.extend(self.windows.changed_rows())
+            batch.agent_windows.extend(self.agents.changed_rows())
         else:
             batch.held = self.windows.pending()
         self._changed = {}

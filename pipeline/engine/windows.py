@@ -29,7 +29,7 @@ from pipeline.settings import ROLLING_SPANS
 Key = tuple[str, str]  # (channel, queue)
 
 # Sample kinds: what one conversation or message contributes to the window holding its time.
-START, FRT, ABANDON, RESOLUTION, SENTIMENT, SURVEY, RESOLUTION_TIME = range(7)
+START, FRT, ABANDON, RESOLUTION, SENTIMENT, SURVEY, RESOLUTION_TIME, HANDLE = range(8)
 
 # Half the contract's 1% tolerance, so bucket rounding never reaches the limit.
 SKETCH_RELATIVE_ACCURACY = 0.005
@@ -138,6 +138,8 @@ ACCUMULATORS = (
     Accumulator("frt_business_sum", "frt_business_sum", "Float64"),
     Accumulator("frt_business_sla_ok", "frt_business_sla_ok", "UInt32"),
     Accumulator("frt_business", "frt_business_samples", "Array(Float64)", samples=True),
+    # Contract §7.2: agent seconds handling this key's contacts (on contact and after-contact work).
+    Accumulator("handle", "handle_seconds", "Float64"),
 )
 # The positional wire format of ccpipe before contract §6, read during a rolling upgrade.
 _POSITIONAL = (
@@ -196,6 +198,8 @@ class WindowAggregate:
                 self.abandoned_short += sign
         elif kind == SURVEY:
             self._apply_survey(value, sign)
+        elif kind == HANDLE:  # a change of handle seconds (pipeline/engine/agents.py), kept to the µs
+            self.handle = round(self.handle + sign * value, 6)
         # A retraction that empties a part resets its float sums, so no -0.0 or 1e-17 remains.
         if self.frt_n == 0:
             self.frt_sum = self.frt_business_sum = 0.0
@@ -263,7 +267,16 @@ class WindowAggregate:
     @property
     def activity(self) -> int:
         """How many samples this window holds; zero means the window has no row."""
-        return self.started + self.frt_n + self.abandoned + self.resolved + self.sentiment_n + self.surveys
+        handled = 1 if self.handle else 0  # a row holding only handle time is activity too (§7.2)
+        return (
+            self.started
+            + self.frt_n
+            + self.abandoned
+            + self.resolved
+            + self.sentiment_n
+            + self.surveys
+            + handled
+        )
 
     def result(self) -> dict[str, Any]:
         """The contract's window fields (without the key); a statistic with no samples is None."""
@@ -353,6 +366,11 @@ FIELDS = (
           "Rolling first response time in business hours, quantiles", quantile="0.9"),
     Field("frt_business_sla_ratio", _mean("frt_business_sla_ok", "frt_n"), "ccpipe_frt_business_sla_ratio",
           "Rolling share of first responses within the channel target in business hours"),
+    # Contract §7.2: handle time, and AHT = handle seconds per answered contact.
+    Field("handle_seconds", lambda a: a.handle),
+    Field("handle_time_mean_seconds", lambda a: a.handle / a.frt_n if a.handle and a.frt_n else None,
+          "ccpipe_handle_time_mean_seconds", "Rolling average handle time (handle seconds per answer)",
+          row=False),
 )  # fmt: skip
 ROW_FIELDS = tuple(field.name for field in FIELDS if field.row)
 
@@ -422,12 +440,17 @@ class WindowStore:
         self._changed.add((start, key))
         return True
 
+    def boundary(self, watermark: float) -> float | None:
+        """Where `advance(watermark)` would move the final boundary to; None: it would not move."""
+        if watermark < self.final_before + self.width:
+            return None
+        boundary = self.start_of(watermark) if math.isfinite(watermark) else math.inf
+        return boundary if boundary > self.final_before else None
+
     def advance(self, watermark: float) -> list[WindowRow]:
         """Seal every open window whose end is at or before the watermark; their final rows."""
-        if watermark < self.final_before + self.width:
-            return []
-        boundary = self.start_of(watermark) if math.isfinite(watermark) else math.inf
-        if boundary <= self.final_before:
+        boundary = self.boundary(watermark)
+        if boundary is None:
             return []
         self.final_before = boundary
         rows: list[WindowRow] = []

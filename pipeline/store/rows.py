@@ -8,6 +8,7 @@ from operator import itemgetter
 from typing import Any
 
 from pipeline.deadletter import DeadLetter
+from pipeline.engine.agents import AgentRow
 from pipeline.engine.sentiment import message_score
 from pipeline.engine.windows import ACCUMULATORS, WindowRow
 from pipeline.events import Event
@@ -88,6 +89,20 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("final", "Bool"),
         Column("version", "UInt64"),
     ),
+    "agent_window_partials": _columns(
+        """
+    window_start               DateTime64(3, 'UTC')
+    window_seconds             Float64
+    queue                      LowCardinality(String)
+    source_partition           UInt16
+    available_seconds          Float64
+    on_contact_seconds         Float64
+    after_contact_work_seconds Float64
+    away_seconds               Float64
+    final                      Bool
+    version                    UInt64
+"""
+    ),
     "dead_letters": _columns(
         """
     topic       LowCardinality(String)
@@ -107,6 +122,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
 REPLACING_KEYS: dict[str, Callable[[Row], Any]] = {
     "conversations": itemgetter(0),
     "metrics_window_partials": itemgetter(0, 1, 2, 3, 4),
+    "agent_window_partials": itemgetter(0, 1, 2, 3),
 }
 
 # The contract's record fields; `fcr_final_at` (when the conversation becomes final, resolved_at +
@@ -137,6 +153,19 @@ def window_row(row: WindowRow, partition: int, version: int) -> Row:
     accumulators = (state[accumulator.name] for accumulator in ACCUMULATORS)
     return (row.window_start, row.window_seconds, row.channel, row.queue, partition, *accumulators, row.final,
             version)  # fmt: skip
+
+
+def agent_window_row(row: AgentRow, partition: int, version: int) -> Row:
+    """One partition's seconds by state of a (window, queue) (contract §7.2)."""
+    return (
+        row.window_start,
+        row.window_seconds,
+        row.queue,
+        partition,
+        *row.window.state(),
+        row.final,
+        version,
+    )
 
 
 def dead_letter_row(letter: DeadLetter) -> Row:

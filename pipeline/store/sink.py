@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from pipeline.deadletter import DeadLetter
 from pipeline.engine import Batch
 from pipeline.events import Event
-from pipeline.store.rows import conversation_row, dead_letter_row, interaction_row, window_row
+from pipeline.store.rows import (
+    agent_window_row,
+    conversation_row,
+    dead_letter_row,
+    interaction_row,
+    window_row,
+)
 from pipeline.store.writer import StoreWriter
 
 
@@ -30,6 +36,10 @@ class StoreSink:
         horizon = self.fcr_horizon
         add("conversations", [conversation_row(record, version, horizon) for record in batch.conversations])
         add("metrics_window_partials", [window_row(row, partition, version) for row in batch.windows])
+        add(
+            "agent_window_partials",
+            [agent_window_row(row, partition, version) for row in batch.agent_windows],
+        )
         add("dead_letters", [dead_letter_row(letter) for letter in letters])
 
     async def wait_for_room(self) -> None:

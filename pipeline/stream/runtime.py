@@ -237,7 +237,7 @@ class Runtime:
             origin = f"{message.topic}[{message.partition}]@{message.offset}"
             item = _decode(message, origin)
             if isinstance(item, Event):
-                key = item.customer_id
+                key = item.routing_key
                 home = home_partition(key, partitions) if partitions > 1 else message.partition
                 if home != message.partition and not _rerouted(message):
                     misrouted.append((message, home, key))
@@ -294,10 +294,10 @@ class Runtime:
         now = time.monotonic()
         for assigned in list(self.partitions.values()):
             if assigned.window_rows_due(now, self.window_rows_every):
-                rows = assigned.engine.window_rows()
-                if rows:
-                    self.outputs.persist(assigned.partition, assigned.applied_offset, Batch(windows=rows),
-                                         StoredInput())  # fmt: skip
+                rows, agent_rows = assigned.engine.window_rows()
+                if rows or agent_rows:
+                    held = Batch(windows=rows, agent_windows=agent_rows)
+                    self.outputs.persist(assigned.partition, assigned.applied_offset, held, StoredInput())
 
     async def publish_all(self) -> None:
         """Every partition's every key (on a timer, so owners stay complete while idle)."""

@@ -1,0 +1,203 @@
+"""Contract §7.2: agent time windows and handle time, on the worked example, hand-computed
+scenarios and Hypothesis properties (time conserved, occupancy in [0, 1], arrival order within
+the lateness changes no row)."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import T0, customer_msg, decoded
+
+from pipeline.engine import Engine
+from pipeline.engine.agents import STATES
+from pipeline.settings import EngineSettings
+
+EXAMPLE = Path(__file__).parent / "data" / "example" / "agents"
+
+
+def agent(event_id: str, who: str, state: str, t: float, **fields: Any) -> dict[str, Any]:
+    return {"event_id": event_id, "type": "agent_state", "agent_id": who, "state": state,
+            "timestamp": T0 + t, **fields}  # fmt: skip
+
+
+class AgentRun:
+    """Feed events to one engine (in batches) and flush it; final agent rows and window rows."""
+
+    def __init__(self, events: list[dict[str, Any]], engine_settings: EngineSettings | None = None,
+                 batch_size: int = 1000) -> None:  # fmt: skip
+        self.engine = Engine(engine_settings or EngineSettings())
+        self.agents: dict[tuple[float, str], dict[str, Any]] = {}
+        self.windows: dict[tuple[float, str, str], dict[str, Any]] = {}
+        items = decoded(events)
+        for start in range(0, len(items), batch_size):
+            self._absorb(self.engine.process(items[start : start + batch_size]))
+        self._absorb(self.engine.flush())
+
+    def _absorb(self, batch: Any) -> None:
+        for row in batch.agent_windows:
+            if row.final:
+                self.agents[(row.window_start, row.queue)] = row.window.result()
+        for row in batch.windows:
+            if row.final:
+                self.windows[(row.window_start, row.channel, row.queue)] = row.fields
+
+    def row(self, minute: int, queue: str) -> dict[str, Any]:
+        return self.agents[(T0 + 60 * minute, queue)]
+
+
+def test_compute_writes_the_worked_example_field_by_field(tmp_path: Path) -> None:
+    out = {name: tmp_path / f"{name}.jsonl" for name in ("windows", "conversations", "agents")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "compute", "--input", str(EXAMPLE / "events.jsonl"),
+         "--windows-out", str(out["windows"]), "--conversations-out", str(out["conversations"]),
+         "--agent-windows-out", str(out["agents"])], capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0 and b"line 17: out_of_range: state 'lunch'" in result.stderr
+    want = [json.loads(line) for line in (EXAMPLE / "agent_windows.jsonl").read_text().splitlines()]
+    got = [json.loads(line) for line in out["agents"].read_text().splitlines()]
+    assert [(r["window_start"], r["queue"]) for r in got] == [(r["window_start"], r["queue"]) for r in want]
+    for mine, theirs in zip(got, want, strict=True):
+        assert mine.keys() == theirs.keys()
+        for field, value in theirs.items():
+            assert mine[field] == pytest.approx(value, abs=1e-6) if value is not None else mine[field] is None
+    windows = {(r["window_start"], r["channel"], r["queue"]): r
+               for r in map(json.loads, out["windows"].read_text().splitlines())}  # fmt: skip
+    handled = {k: r["handle_seconds"] for k, r in windows.items() if r["handle_seconds"]}
+    expected = {(r["window_start"], r["channel"], r["queue"]): r["handle_seconds"]
+                for r in map(json.loads, (EXAMPLE / "handle_seconds.jsonl").read_text().splitlines())}  # fmt: skip
+    assert handled == expected
+    only_handle = windows[("2026-03-02T09:04:00Z", "email", "default")]
+    assert only_handle["conversations_started"] == 0 and only_handle["first_responses"] == 0
+
+
+def test_a_state_split_over_windows_and_a_queue_change_mid_state() -> None:
+    run = AgentRun([
+        agent("a1", "ana", "available", 30, queues=["billing"]),
+        agent("a2", "ana", "on_contact", 90, conversation_id="c1", channel="chat", queue="billing"),
+        agent("a3", "ana", "on_contact", 150, queues=["billing", "tech"], conversation_id="c1", channel="chat",
+              queue="billing"),
+        agent("a4", "ana", "offline", 200),
+        customer_msg("m", "c9", 600),  # the newest event
+    ])  # fmt: skip
+    assert run.row(0, "billing")["available_seconds"] == 30
+    assert (run.row(1, "billing")["available_seconds"], run.row(1, "billing")["on_contact_seconds"]) == (
+        30,
+        30,
+    )
+    assert run.row(2, "billing")["on_contact_seconds"] == 60 and (T0 + 60, "tech") not in run.agents
+    assert (
+        run.row(2, "tech")["on_contact_seconds"] == 30 and run.row(3, "billing")["on_contact_seconds"] == 20
+    )
+    assert (T0 + 240, "billing") not in run.agents  # offline counts nowhere
+    handle = {k[0] - T0: v["handle_seconds"] for k, v in run.windows.items() if v["handle_seconds"]}
+    assert handle == {60: 30, 120: 60, 180: 20}  # once per contact, whatever the queues served
+
+
+def test_the_last_state_runs_to_the_newest_event_and_a_stale_agent_goes_offline() -> None:
+    stale = EngineSettings(agent_stale_seconds=100)
+    run = AgentRun([agent("a1", "bo", "away", 0, queues=["sales"]), customer_msg("m", "c9", 400)], stale)
+    assert run.row(0, "sales")["away_seconds"] == 60 and run.row(1, "sales")["away_seconds"] == 40
+    assert (T0 + 120, "sales") not in run.agents
+    run = AgentRun([agent("a1", "bo", "available", 0, queues=["sales"]), customer_msg("m", "c9", 150)])
+    assert [run.row(m, "sales")["available_seconds"] for m in range(3)] == [60, 60, 30]
+    assert run.row(2, "sales")["occupancy_ratio"] == 0.0
+
+
+def test_duplicates_disorder_and_a_late_agent_event() -> None:
+    base = [agent("a1", "cy", "available", 0), agent("a2", "cy", "on_contact", 20, conversation_id="c", channel="sms"),
+            agent("a3", "cy", "after_contact_work", 50, conversation_id="c", channel="sms"),
+            agent("a4", "cy", "available", 70), customer_msg("m", "c9", 500)]  # fmt: skip
+    reference = AgentRun(base).agents
+    assert AgentRun([base[0], base[2], base[1], base[1], base[3], base[4]]).agents == reference
+    late = AgentRun([base[0], base[4], agent("a5", "cy", "away", 10)])  # 490 s late: windows were final
+    assert late.engine.stats.late == 1
+    assert late.row(0, "default")["away_seconds"] == 0 and late.row(0, "default")["available_seconds"] == 60
+
+
+def test_an_agent_in_two_queues_counts_in_each_and_occupancy_is_a_share() -> None:
+    run = AgentRun([
+        agent("a1", "di", "on_contact", 0, queues=["a", "b"], conversation_id="c", channel="chat", queue="a"),
+        agent("a2", "di", "available", 45), customer_msg("m", "c9", 400),
+    ])  # fmt: skip
+    for queue in ("a", "b"):
+        row = run.row(0, queue)
+        assert (row["on_contact_seconds"], row["available_seconds"], row["staffed_seconds"]) == (45, 15, 60)
+        assert row["occupancy_ratio"] == 0.75
+
+
+agent_events = st.lists(
+    st.tuples(st.sampled_from(["ana", "ben", "cy"]), st.sampled_from([*STATES, "offline"]),
+              st.floats(0, 900).map(lambda t: round(t, 3)), st.sampled_from([None, ["q1"], ["q1", "q2"], ["q3"]])),
+    min_size=1, max_size=40,
+)  # fmt: skip
+
+
+def _events(drawn: list[Any]) -> list[dict[str, Any]]:
+    events = []
+    for i, (who, state, t, queues) in enumerate(drawn):
+        extra: dict[str, Any] = {"queues": queues} if queues else {}
+        if state in ("on_contact", "after_contact_work"):
+            extra |= {"conversation_id": f"c{i}", "channel": "chat", "queue": "q1"}
+        events.append(agent(f"e{i}", who, state, t, **extra))
+    return events
+
+
+def _intervals(events: list[dict[str, Any]], newest: float) -> float:
+    """Agent seconds by hand: each event to the agent's next (or the newest), times its queues."""
+    total = 0.0
+    by_agent: dict[str, list[dict[str, Any]]] = {}
+    for e in sorted(events, key=lambda e: (e["timestamp"], e["event_id"])):
+        by_agent.setdefault(e["agent_id"], []).append(e)
+    for timeline in by_agent.values():
+        queues = ["default"]
+        for i, e in enumerate(timeline):
+            queues = e.get("queues", queues)
+            end = timeline[i + 1]["timestamp"] if i + 1 < len(timeline) else newest
+            if e["state"] != "offline":
+                total += (end - e["timestamp"]) * len(queues)
+    return total
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(drawn=agent_events, batch=st.integers(1, 12))
+def test_agent_time_is_conserved_and_occupancy_is_a_share(drawn: list[Any], batch: int) -> None:
+    events = sorted(_events(drawn), key=lambda e: e["timestamp"])  # in order: nothing is late
+    newest = max(e["timestamp"] for e in events)
+    run = AgentRun(events, batch_size=batch)
+    counted = sum(row["staffed_seconds"] + row["away_seconds"] for row in run.agents.values())
+    assert counted == pytest.approx(_intervals(events, newest), abs=1e-4)
+    for row in run.agents.values():
+        assert row["occupancy_ratio"] is None or 0 <= row["occupancy_ratio"] <= 1
+        assert all(row[f"{state}_seconds"] >= 0 for state in STATES)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(drawn=agent_events, seed=st.integers(0, 2**16), batch=st.integers(1, 12))
+def test_arrival_order_within_the_lateness_changes_no_row(drawn: list[Any], seed: int, batch: int) -> None:
+    events = sorted(_events(drawn), key=lambda e: e["timestamp"])
+    shuffled = list(events)
+    random.Random(seed).shuffle(shuffled)  # everything lies within 900 s: a lateness of 1000 covers it
+    lenient = EngineSettings(allowed_lateness_seconds=1000, idle_timeout_seconds=1000)
+    assert AgentRun(shuffled, lenient, batch).agents == AgentRun(events, lenient).agents
+
+
+def test_an_input_without_agent_events_gives_every_earlier_number_unchanged() -> None:
+    from streaming import scenario
+
+    lines = scenario(600)
+    with_agents = [*lines, orjson.dumps(agent("z", "zed", "away", 0))]
+    plain, mixed = (
+        AgentRun([orjson.loads(x) for x in lines]),
+        AgentRun([orjson.loads(x) for x in with_agents]),
+    )
+    assert all(row["handle_seconds"] == 0 for row in plain.windows.values())
+    assert {k: {f: v for f, v in r.items()} for k, r in plain.windows.items()} == mixed.windows
