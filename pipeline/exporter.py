@@ -18,8 +18,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pipeline.engine import Batch
+from pipeline.engine.agents import STATES, AgentSummary, AgentWindow
 from pipeline.engine.windows import FIELDS, Key
-from pipeline.settings import EngineSettings
+from pipeline.settings import ROLLING_SPANS, EngineSettings, StaffingSettings
+from pipeline.staffing import offered_load, required_agents
 
 disable_created_metrics()  # `*_created` series only add noise to every counter
 
@@ -42,6 +44,10 @@ class Views(Protocol):
 
     def rolling(self) -> dict[str, dict[Key, dict[str, Any]]]: ...
     def waiting(self, now: float) -> dict[Key, tuple[int, float | None]]: ...
+    def agent_rolling(self) -> dict[str, dict[str, AgentWindow]]: ...
+    def agent_summary(self) -> AgentSummary: ...
+    @property
+    def exports_agents(self) -> bool: ...
 
 
 class RollingCollector(Collector):
@@ -159,6 +165,69 @@ class RecoveryCollector(Collector):
             yield GaugeMetricFamily(name, text, value=value)
 
 
+class AgentCollector(Collector):
+    """Agents and live staffing (contract §7.4), from the merged views at scrape time: agents by
+    state and occupancy per queue (by the owner of partials partition 0), and per (channel,
+    queue) this worker owns with a 15-minute row, the offered load, the agents Erlang C requires
+    (pipeline/staffing.py) and the agents staffed now."""
+
+    def __init__(self, views: Views, staffing: StaffingSettings) -> None:
+        self.views = views
+        self.staffing = staffing
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("ccpipe_agents", "", labels=["queue", "state"])
+        yield GaugeMetricFamily("ccpipe_agent_occupancy_ratio", "", labels=["queue", "window"])
+        for name in ("ccpipe_offered_load_erlangs", "ccpipe_agents_required", "ccpipe_agents_staffed"):
+            yield GaugeMetricFamily(name, "", labels=["channel", "queue"])
+
+    def collect(self) -> Iterator[Metric]:
+        summary = self.views.agent_summary()
+        agents = GaugeMetricFamily("ccpipe_agents", "Agents in each state now, per queue they serve",
+                                   labels=["queue", "state"])  # fmt: skip
+        occupancy = GaugeMetricFamily(
+            "ccpipe_agent_occupancy_ratio", "Rolling occupancy: (on contact + after-contact work) / staffed",
+            labels=["queue", "window"],
+        )  # fmt: skip
+        if self.views.exports_agents:
+            for queue, by_state in sorted(summary.states.items()):
+                for state in STATES:
+                    agents.add_metric([queue, state], by_state.get(state, 0))
+            for window, by_queue in self.views.agent_rolling().items():
+                for queue, merged in sorted(by_queue.items()):
+                    ratio = merged.result()["occupancy_ratio"]
+                    if ratio is not None:
+                        occupancy.add_metric([queue, window], ratio)
+        yield agents
+        yield occupancy
+        yield from self._staffing(summary)
+
+    def _staffing(self, summary: AgentSummary) -> Iterator[Metric]:
+        def family(name: str, text: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, text, labels=["channel", "queue"])
+
+        loads = family("ccpipe_offered_load_erlangs", "Offered load over the 15-minute rolling window")
+        required = family("ccpipe_agents_required", "Agents Erlang C requires for the service-level target")
+        staffed = family("ccpipe_agents_staffed", "Agents available, on contact or in after-contact work now")
+        targets, settings = self.staffing, self.views.settings
+        for (channel, queue), fields in sorted(self.views.rolling().get("15m", {}).items()):
+            labels = [channel, queue]
+            staffed.add_metric(labels, summary.staffed_for(channel, queue))
+            aht = fields["handle_time_mean_seconds"]
+            if aht is None:
+                continue
+            load = offered_load(fields["conversations_started"], ROLLING_SPANS["15m"], aht)
+            agents, _ = required_agents(
+                load, aht, settings.sla_target(channel), service_level=targets.staffing_service_level,
+                max_occupancy=targets.staffing_max_occupancy, shrinkage=targets.staffing_shrinkage,
+            )  # fmt: skip
+            loads.add_metric(labels, load)
+            required.add_metric(labels, agents)
+        yield loads
+        yield required
+        yield staffed
+
+
 class StallCollector(Collector):
     """How long each assigned input partition has had records waiting and made no progress."""
 
@@ -182,10 +251,12 @@ class Exporter:
     def __init__(
         self,
         views: Views,
+        *,
         newest_processed: Callable[[], float | None],
         store_pending_rows: Callable[[], int] | None = None,
         runtime_stats: Callable[[], Any] | None = None,
         stalled: Callable[[], dict[tuple[str, int], float]] | None = None,
+        staffing: StaffingSettings | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.events = Counter(
@@ -211,6 +282,7 @@ class Exporter:
         )  # fmt: skip
         self.registry.register(RollingCollector(views))
         self.registry.register(QueueCollector(views, newest_processed))
+        self.registry.register(AgentCollector(views, staffing or StaffingSettings()))
         self.store_rows = Counter(
             "ccpipe_store_rows_written",
             "Rows durably written to ClickHouse",

@@ -112,8 +112,8 @@ def _parse_choice(*choices: str) -> Callable[[str, str], str]:
 
 
 def _parse_compression(name: str, raw: str) -> str | None:
-    """A Kafka codec for the records ccpipe produces; `none`: uncompressed."""
-    value = raw.strip().lower()
+    """A Kafka codec for the records ccpipe produces; `none` or empty: uncompressed."""
+    value = raw.strip().lower() or "none"
     if value not in KAFKA_CODECS:
         raise SettingError(f"{name} must be one of {', '.join(KAFKA_CODECS)}, got {raw!r}")
     return None if value == "none" else value

@@ -20,12 +20,12 @@ from kafka import KafkaAdminClient, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.broker import EmbeddedBroker
-from pipeline.engine import Engine
+from pipeline.engine import Batch, Engine
 from pipeline.events import Event, decode_event
 from pipeline.exporter import QUANTILE_GAUGES, ROLLING_GAUGES
 from pipeline.ports import LOOPBACK, free_port, wait_for_port
 from pipeline.processes import spawn_cli, stop_process
-from pipeline.settings import EngineSettings, WorkerSettings
+from pipeline.settings import EngineSettings, StaffingSettings, WorkerSettings
 from pipeline.simulate import SimulationSettings, Simulator
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]
@@ -91,8 +91,13 @@ def expected_rolling(
     engine = Engine(settings)
     engine.process([decode_event(line) for line in lines])
     assert engine.newest is not None
+    return _gauges_of(engine.rolling(engine.newest)), engine
+
+
+def _gauges_of(rolling: dict[str, dict[tuple[str, str], dict[str, Any]]]) -> dict[Sample, float]:
+    """The rolling gauges of rolling views, as the exporter names them."""
     expected: dict[Sample, float] = {}
-    for window, by_key in engine.rolling(engine.newest).items():
+    for window, by_key in rolling.items():
         for (channel, queue), fields in by_key.items():
             labels = {"channel": channel, "queue": queue, "window": window}
             for name, _, pairs in QUANTILE_GAUGES:
@@ -103,7 +108,7 @@ def expected_rolling(
             for name, _, field in ROLLING_GAUGES:
                 if fields[field] is not None:
                     expected[(name, tuple(sorted(labels.items())))] = fields[field]
-    return expected, engine
+    return expected
 
 
 def rolling_part(samples: dict[Sample, float]) -> dict[Sample, float]:
@@ -214,3 +219,112 @@ def fresh_topics() -> dict[str, str]:
         "CCPIPE_PARTIALS_TOPIC": f"partials-{tag}",
         "CCPIPE_GROUP_ID": f"ccpipe-{tag}",
     }
+
+
+def with_agent_states(lines: list[bytes], wrap_up: float = 30.0) -> list[bytes]:
+    """The lines with the agent_state events their conversations imply (contract §7.1): each
+    agent is available in the queue of its first contact a minute before it, on contact from each
+    assignment, in after-contact work from each resolution for `wrap_up` seconds, then available."""
+    derived: list[tuple[float, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for line in lines:
+        event = orjson.loads(line)
+        agent = event.get("agent_id")
+        if not agent or event["type"] not in ("agent_assigned", "conversation_resolved"):
+            continue
+        t, contact = event["timestamp"], {"conversation_id": event["conversation_id"], "channel": event["channel"],
+                                          "queue": event.get("queue", "default")}  # fmt: skip
+        base = {"type": "agent_state", "agent_id": agent}
+        if agent not in seen:
+            seen.add(agent)
+            derived.append((t - 60, base | {"event_id": f"{agent}-in", "state": "available",
+                                            "queues": [contact["queue"]], "timestamp": t - 60}))  # fmt: skip
+        eid = event["event_id"]
+        if event["type"] == "agent_assigned":
+            derived.append(
+                (t, base | contact | {"event_id": f"{eid}-on", "state": "on_contact", "timestamp": t})
+            )
+        else:
+            derived.append((t, base | contact | {"event_id": f"{eid}-acw", "state": "after_contact_work",
+                                                 "timestamp": t}))  # fmt: skip
+            derived.append((t + wrap_up, base | {"event_id": f"{eid}-av", "state": "available",
+                                                 "timestamp": t + wrap_up}))  # fmt: skip
+    timed = [(orjson.loads(line)["timestamp"], i, line) for i, line in enumerate(lines)]
+    timed += [(t, len(lines) + i, orjson.dumps(body)) for i, (t, body) in enumerate(derived)]
+    newest = max(t for t, _, _ in timed[: len(lines)])
+    return [line for t, _, line in sorted(timed) if t <= newest]
+
+
+def _routed(lines: list[bytes], partitions: int) -> list[list[Event]]:
+    """Each valid event at its home partition, as the workers place them."""
+    from pipeline.stream.routing import home_partition
+
+    per: list[list[Event]] = [[] for _ in range(partitions)]
+    for event in valid_events(lines):
+        per[home_partition(event.routing_key, partitions)].append(event)
+    return per
+
+
+def partitioned(lines: list[bytes], partitions: int) -> list[Engine]:
+    """One engine per input partition, as the workers run them (an agent's latest state runs to
+    its own partition's newest event time, contract §7.2)."""
+    engines = []
+    for events in _routed(lines, partitions):
+        engine = Engine()
+        engine.process(events)
+        engines.append(engine)
+    return engines
+
+
+def partitioned_runs(lines: list[bytes], partitions: int) -> list[Batch]:
+    """One engine per input partition, flushed at the end: every final row of each."""
+    runs = []
+    for events in _routed(lines, partitions):
+        engine, batch = Engine(), Batch()
+        for part in (engine.process(events), engine.flush()):
+            batch.windows += [row for row in part.windows if row.final]
+            batch.agent_windows += [row for row in part.agent_windows if row.final]
+        runs.append(batch)
+    return runs
+
+
+def expected_merged(engines: list[Engine], staffing: StaffingSettings | None = None) -> dict[Sample, float]:
+    """The rolling and §7.4 gauges of partition engines merged at their newest event time."""
+    from pipeline.engine.agents import AgentSummary, agent_rolling
+    from pipeline.engine.windows import rolling_views
+    from pipeline.settings import ROLLING_SPANS
+    from pipeline.staffing import offered_load, required_agents
+
+    targets = staffing or StaffingSettings()
+    now = max(engine.newest for engine in engines if engine.newest is not None)
+    width = engines[0].settings.window_seconds
+    rolling = rolling_views((w for e in engines for w in e.windows.all_windows()), now, width)
+    want = _gauges_of(rolling)
+    summary = AgentSummary()
+    for engine in engines:
+        summary.add(engine.agent_summary())
+    for queue, by_state in summary.states.items():
+        for state in ("available", "on_contact", "after_contact_work", "away"):
+            want[("ccpipe_agents", (("queue", queue), ("state", state)))] = by_state.get(state, 0)
+    agents = agent_rolling((w for e in engines for w in e.agents.all_windows()), now, width, ROLLING_SPANS)
+    for window, by_queue in agents.items():
+        for queue, merged in by_queue.items():
+            ratio = merged.result()["occupancy_ratio"]
+            if ratio is not None:
+                want[("ccpipe_agent_occupancy_ratio", (("queue", queue), ("window", window)))] = ratio
+    for (channel, queue), fields in rolling["15m"].items():
+        labels = (("channel", channel), ("queue", queue))
+        want[("ccpipe_agents_staffed", labels)] = summary.staffed_for(channel, queue)
+        aht = fields["handle_time_mean_seconds"]
+        if aht is not None:
+            load = offered_load(fields["conversations_started"], ROLLING_SPANS["15m"], aht)
+            want[("ccpipe_offered_load_erlangs", labels)] = load
+            want[("ccpipe_agents_required", labels)] = required_agents(
+                load, aht, engines[0].settings.sla_target(channel), service_level=targets.staffing_service_level,
+                max_occupancy=targets.staffing_max_occupancy, shrinkage=targets.staffing_shrinkage,
+            )[0]  # fmt: skip
+    return want
+
+
+AGENT_GAUGES = ("ccpipe_agents", "ccpipe_agent_occupancy_ratio", "ccpipe_agents_staffed",
+                "ccpipe_offered_load_erlangs", "ccpipe_agents_required")  # fmt: skip

@@ -79,6 +79,9 @@ class Log:
     async def publish_partials(self, partials: list[tuple[bytes, bytes]]) -> None:
         self.partials.extend(partials)
 
+    async def broadcast_partial(self, key: bytes, value: bytes) -> None:
+        self.partials.append((key, value))
+
     def merged(self) -> MergedViews:
         """What the owner of every key sees, from the partials published so far."""
         views = MergedViews(EngineSettings(), source="interactions")

@@ -277,3 +277,61 @@ def _difference(old: dict[Any, float], new: dict[Any, float]) -> Iterator[tuple[
         delta = round(new.get(key, 0.0) - old.get(key, 0.0), _DIGITS)
         if delta:
             yield key, delta
+
+
+@dataclass(slots=True)
+class AgentSummary:
+    """Agents now, as the gauges need them and partials carry them: per queue, agents by state,
+    and the staffed ones by the channels they serve ("*": every channel)."""
+
+    states: dict[str, dict[str, int]] = field(default_factory=dict)
+    staffed: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, current: Iterable[Served]) -> AgentSummary:
+        summary = cls()
+        for state, queues, channels in current:
+            for queue in queues:
+                by_state = summary.states.setdefault(queue, {})
+                by_state[state] = by_state.get(state, 0) + 1
+                if state in STAFFED:
+                    by_channel = summary.staffed.setdefault(queue, {})
+                    for channel in channels if channels is not None else ("*",):
+                        by_channel[channel] = by_channel.get(channel, 0) + 1
+        return summary
+
+    def add(self, other: AgentSummary) -> None:
+        for mine, theirs in ((self.states, other.states), (self.staffed, other.staffed)):
+            for queue, counts in theirs.items():
+                target = mine.setdefault(queue, {})
+                for name, count in counts.items():
+                    target[name] = target.get(name, 0) + count
+
+    def staffed_for(self, channel: str, queue: str) -> int:
+        """Agents staffed now who serve `queue` and `channel` (contract §7.3)."""
+        counts = self.staffed.get(queue, {})
+        return counts.get("*", 0) + counts.get(channel, 0)
+
+    def state(self) -> dict[str, Any]:
+        return {"states": self.states, "staffed": self.staffed}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> AgentSummary:
+        return cls(states=dict(state.get("states", {})), staffed=dict(state.get("staffed", {})))
+
+
+def agent_rolling(
+    windows: Iterable[tuple[str, float, AgentWindow]], now: float, width: float, spans: dict[str, float]
+) -> dict[str, dict[str, AgentWindow]]:
+    """Per rolling span and queue, the merge of the agent windows whose start lies in
+    (s - span, s], s being the start of the window holding `now` (as the section 3 views)."""
+    newest = math.floor(now / width) * width
+    views: dict[str, dict[str, AgentWindow]] = {}
+    held = list(windows)
+    for name, span in spans.items():
+        merged: dict[str, AgentWindow] = {}
+        for queue, start, window in held:
+            if newest - span < start <= newest:
+                merged.setdefault(queue, AgentWindow()).merge(window)
+        views[name] = {queue: window for queue, window in merged.items() if window.activity}
+    return views

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.engine.agents import AgentRow, Agents
+from pipeline.engine.agents import AgentRow, Agents, AgentSummary, AgentWindow, agent_rolling
 from pipeline.engine.conversations import Conversation, covers
 from pipeline.engine.dedup import EventIdSet
 from pipeline.engine.sentiment import message_score
@@ -49,8 +49,10 @@ class Batch:
     first_responses: list[tuple[Key, float]] = field(default_factory=list)
     # Open windows changed but whose provisional rows were held back (see `process`).
     held: list[tuple[float, Key]] = field(default_factory=list)
-    # Contract §7.2: agent window rows (final ones, and provisional ones like `windows`).
+    # Contract §7.2: agent window rows (final ones, and provisional ones like `windows`), and
+    # the starts of open agent windows changed but held back; whether agent events came.
     agent_windows: list[AgentRow] = field(default_factory=list)
+    agents_held: list[float] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -344,6 +346,14 @@ class Engine:
         """The 5m/15m/1h rolling views at `now`, each an exact merge of tumbling windows."""
         return rolling_views(self.windows.all_windows(), now, self.settings.window_seconds)
 
+    def agent_rolling(self, now: float) -> dict[str, dict[str, AgentWindow]]:
+        """The rolling views of the agent windows per queue (contract §7.2)."""
+        return agent_rolling(self.agents.all_windows(), now, self.settings.window_seconds, ROLLING_SPANS)
+
+    def agent_summary(self) -> AgentSummary:
+        """Agents now by queue and state, and staffed by channel (contract §7.3)."""
+        return AgentSummary.of(self.agents.current(self.newest if self.newest is not None else 0.0))
+
     # --- time ------------------------------------------------------------------------------
 
     def _refresh_agents(self) -> None:
@@ -418,6 +428,7 @@ class Engine:
             batch.agent_windows.extend(self.agents.changed_rows())
         else:
             batch.held = self.windows.pending()
+            batch.agents_held = [start for start, _ in self.agents.pending()]
         self._changed = {}
         self._batch = Batch()
         return batch

@@ -23,10 +23,15 @@ from typing import Any
 import orjson
 
 from pipeline.engine import Batch, Engine
+from pipeline.engine.agents import AgentSummary, AgentWindow, agent_rolling
 from pipeline.engine.windows import Key, WindowAggregate, rolling_views
-from pipeline.settings import EngineSettings
+from pipeline.settings import ROLLING_SPANS, EngineSettings
 
 SEPARATOR = "\x1f"
+# The agents of a partition (contract §7) are one partial, not per (channel, queue): every owner
+# needs the staffed counts of its queues. It travels under this key, which no (channel, queue) has
+# (a channel is never empty), to every partials partition.
+AGENTS: Key = ("", "")
 PUBLISH_EVERY = 0.25  # changed windows reach their owner at most this often (seconds)
 REPUBLISH_EVERY = 10.0  # and every key's every window this often, so a new owner has them all
 
@@ -49,6 +54,9 @@ class PublishState:
             self.dirty.setdefault(key, set()).add(start)
         for record in batch.conversations:
             self.dirty.setdefault((record["channel"], record["queue"]), set())
+        agent_starts = {row.window_start for row in batch.agent_windows} | set(batch.agents_held)
+        if agent_starts or any(kind == "agent_state" for kind, _ in batch.valid):
+            self.dirty.setdefault(AGENTS, set()).update(agent_starts)
 
     def due(self, engine: Engine, now: float, force: bool = False) -> dict[Key, set[float] | None]:
         """What to publish now — changed windows at most once per PUBLISH_EVERY, every window of
@@ -95,7 +103,35 @@ def snapshot(
 
 
 def keys_of(engine: Engine) -> set[Key]:
-    return engine.windows.keys() | set(engine.waiting_by_key)
+    keys = engine.windows.keys() | set(engine.waiting_by_key)
+    return keys | {AGENTS} if engine.agents.agents or engine.agents.final else keys
+
+
+def agent_snapshot(source: str, partition: int, offset: int, engine: Engine, *,
+                   changed: set[float] | None = None) -> bytes:  # fmt: skip
+    """A partition's agents: its agent windows (all, or those starting at `changed`) and who is
+    in which state now (contract §7)."""
+    windows = [(queue, start, window) for queue, start, window in engine.agents.all_windows()
+               if changed is None or start in changed]  # fmt: skip
+    return orjson.dumps(
+        {
+            "source": source,
+            "partition": partition,
+            "offset": offset,
+            "kind": "agents",
+            "newest": engine.newest,
+            "complete": changed is None,
+            "agent_windows": [[start, queue, window.state()] for queue, start, window in sorted(windows)],
+            "agents": engine.agent_summary().state(),
+        }
+    )
+
+
+@dataclass(slots=True)
+class AgentPartial:
+    offset: int
+    windows: dict[tuple[float, str], AgentWindow]  # by (start, queue)
+    summary: AgentSummary
 
 
 @dataclass(slots=True)
@@ -115,12 +151,18 @@ class MergedViews:
         self.source = source  # partials of another input topic (a shared partials topic) are not ours
         # partials partition -> key -> source partition -> newest partial
         self._owned: dict[int, dict[Key, dict[int, Partial]]] = {}
+        # partials partition -> source partition -> newest agents partial (every partials
+        # partition gets a copy of each: any one owned serves)
+        self._agents: dict[int, dict[int, AgentPartial]] = {}
         self.newest_event_time: float | None = None
         self._newest_seen_at = 0.0
 
     def absorb(self, partials_partition: int, value: bytes) -> None:
         body: dict[str, Any] = orjson.loads(value)
         if body.get("source") != self.source:
+            return
+        if body.get("kind") == "agents":
+            self._absorb_agents(partials_partition, body)
             return
         key: Key = (body["key"][0], body["key"][1])
         partial = Partial(
@@ -136,17 +178,60 @@ class MergedViews:
             if known is not None and not body.get("complete", True):
                 partial.windows = known.windows | partial.windows  # an update of some windows
             sources[partial.source] = partial
-        if partial.newest is not None and (
-            self.newest_event_time is None or partial.newest > self.newest_event_time
-        ):
-            self.newest_event_time = partial.newest
+        self._note_newest(partial.newest)
+
+    def _absorb_agents(self, partials_partition: int, body: dict[str, Any]) -> None:
+        windows = {
+            (start, queue): AgentWindow(list(seconds)) for start, queue, seconds in body["agent_windows"]
+        }
+        partial = AgentPartial(body["offset"], windows, AgentSummary.from_state(body["agents"]))
+        sources = self._agents.setdefault(partials_partition, {})
+        known = sources.get(body["partition"])
+        if known is None or partial.offset >= known.offset:
+            if known is not None and not body.get("complete", True):
+                partial.windows = known.windows | partial.windows
+            sources[body["partition"]] = partial
+        self._note_newest(body.get("newest"))
+
+    def _note_newest(self, newest: float | None) -> None:
+        if newest is not None and (self.newest_event_time is None or newest > self.newest_event_time):
+            self.newest_event_time = newest
             self._newest_seen_at = time.time()
 
     def keep_only(self, partials_partitions: set[int]) -> None:
         """After a rebalance: the keys of partitions now owned elsewhere leave this worker."""
-        for partition in list(self._owned):
-            if partition not in partials_partitions:
-                del self._owned[partition]
+        for owned in (self._owned, self._agents):
+            for partition in list(owned):
+                if partition not in partials_partitions:
+                    del owned[partition]
+
+    @property
+    def exports_agents(self) -> bool:
+        """The series per queue of agents (contract §7.4) come from the owner of partials partition 0."""
+        return 0 in self._agents
+
+    def _agent_partials(self) -> list[AgentPartial]:
+        """One agents partial per source partition: the newest among the copies this worker holds."""
+        newest: dict[int, AgentPartial] = {}
+        for sources in self._agents.values():
+            for source, partial in sources.items():
+                if source not in newest or partial.offset > newest[source].offset:
+                    newest[source] = partial
+        return list(newest.values())
+
+    def agent_summary(self) -> AgentSummary:
+        total = AgentSummary()
+        for partial in self._agent_partials():
+            total.add(partial.summary)
+        return total
+
+    def agent_rolling(self) -> dict[str, dict[str, AgentWindow]]:
+        now = self.clock()
+        if now is None:
+            return {}
+        windows = ((queue, start, window) for partial in self._agent_partials()
+                   for (start, queue), window in partial.windows.items())  # fmt: skip
+        return agent_rolling(windows, now, self.settings.window_seconds, ROLLING_SPANS)
 
     def _partials(self) -> list[tuple[Key, Partial]]:
         return [(key, partial) for keys in self._owned.values() for key, sources in keys.items()

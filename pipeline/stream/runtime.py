@@ -30,7 +30,7 @@ from pipeline.engine import Batch, Engine
 from pipeline.events import KEY_TOO_LARGE, MAX_KEY_BYTES, Event, InvalidEvent, decode_event
 from pipeline.settings import EngineSettings
 from pipeline.stream.checkpoints import image
-from pipeline.stream.partials import PublishState, partial_key, snapshot
+from pipeline.stream.partials import AGENTS, PublishState, agent_snapshot, partial_key, snapshot
 from pipeline.stream.routing import REROUTED_HEADER, home_partition
 
 log = logging.getLogger("ccpipe.worker")
@@ -136,6 +136,9 @@ class Outputs(Protocol):
 
     async def publish_partials(self, partials: list[tuple[bytes, bytes]]) -> None:
         """Send (key, snapshot) pairs to the partials topic (see pipeline/stream/partials.py)."""
+
+    async def broadcast_partial(self, key: bytes, value: bytes) -> None:
+        """Send one snapshot to every partition of the partials topic (the agents partial)."""
 
 
 @dataclass(slots=True)
@@ -276,6 +279,10 @@ class Runtime:
         changed = assigned.publish.due(assigned.engine, time.monotonic(), force)
         if changed:
             engine, offset, partition = assigned.engine, assigned.applied_offset, assigned.partition
+            if AGENTS in changed:
+                starts = changed.pop(AGENTS)
+                value = agent_snapshot(self.source, partition, offset, engine, changed=starts)
+                await self.outputs.broadcast_partial(partial_key(AGENTS), value)
             await self.outputs.publish_partials(
                 [
                     (partial_key(key), snapshot(self.source, partition, offset, engine, key, changed=starts))

@@ -107,6 +107,7 @@ class Worker:
             store_pending_rows=lambda: self.writer.pending_rows,
             runtime_stats=self.runtime.current_stats,
             stalled=self.stalls.stalled,
+            staffing=settings.staffing,
         )
         self.writer = StoreWriter(
             self.backend,
@@ -197,6 +198,11 @@ class Worker:
     async def publish_partials(self, partials: list[tuple[bytes, bytes]]) -> None:
         for key, value in partials:
             await self.partials.send(key=key, value=value)
+
+    async def broadcast_partial(self, key: bytes, value: bytes) -> None:
+        # The partials topic has the input's partition count (pipeline/stream/topics.py).
+        for partition in range(self.runtime.input_partitions):
+            await self.partials.send(key=key, value=value, partition=partition)
 
     def observe(self, batch: Batch, live: bool) -> None:
         if live:
