@@ -26,6 +26,7 @@ from pipeline.store.migrations import migrate
 from pipeline.store.rows import TABLES, interaction_row
 from pipeline.store.sink import StoreSink
 from pipeline.store.writer import StoreWriter
+from pipeline.stream.routing import home_partition
 from pipeline.stream.runtime import StoredInput
 
 SERVER_URL = os.environ.get("CCPIPE_TEST_CLICKHOUSE_URL")
@@ -60,7 +61,7 @@ def run_partitioned(
     for line in lines:
         event = decode_event(line)
         if isinstance(event, Event):
-            p = hash(event.routing_key) % partitions
+            p = home_partition(event.routing_key, partitions)
             per_partition[p].append((event, len(per_partition[p])))
     for p, items in enumerate(per_partition):
         for start in range(0, len(items), batch):
@@ -317,21 +318,90 @@ def test_window_partials_of_partitions_merge_exactly(backend: Backend) -> None:
 
 def test_agent_windows_and_handle_time_in_the_views_equal_compute(backend: Backend) -> None:
     """Contract §7.5: the `agent_window` view and `handle_seconds` of `metrics_window`, merged
-    over the partitions the agents' events were spread on, equal `ccpipe compute`."""
-    from test_agents import AgentRun
+    over the partitions the agents' events were spread on, equal the partitions' engines (an
+    agent's last state runs to its own partition's newest event, §7.2)."""
+    from streaming import partitioned_runs
+
+    from pipeline.engine.agents import AgentWindow
 
     example = Path(__file__).parent / "data" / "example" / "agents" / "events.jsonl"
     lines = example.read_bytes().splitlines() + scenario(300)
     asyncio.run(write_all(backend, list(run_partitioned(lines))))
-    reference = AgentRun([orjson.loads(line) for line in lines if b'"lunch"' not in line])
+    agents: dict[tuple[float, str], AgentWindow] = {}
+    handle: dict[tuple[float, str, str], float] = {}
+    for batch in partitioned_runs(lines, 3):
+        for row in batch.agent_windows:
+            agents.setdefault((row.window_start, row.queue), AgentWindow()).merge(row.window)
+        for window in batch.windows:
+            key = (window.window_start, window.channel, window.queue)
+            handle[key] = handle.get(key, 0.0) + window.fields["handle_seconds"]
     stored = {
         (epoch(r["window_start"]), r["queue"]): r for r in select(backend, "SELECT * FROM agent_window")
     }
-    assert stored.keys() == reference.agents.keys()
-    for key, want in reference.agents.items():
-        for field, value in want.items():
+    assert stored.keys() == agents.keys()
+    for key, window in agents.items():
+        for field, value in window.result().items():
             assert close(stored[key][field], value), (key, field, stored[key][field], value)
     handled = {(epoch(r["window_start"]), r["channel"], r["queue"]): r["handle_seconds"]
                for r in select(backend, "SELECT * FROM metrics_window WHERE handle_seconds > 0")}  # fmt: skip
-    assert handled == {k: r["handle_seconds"] for k, r in reference.windows.items() if r["handle_seconds"]}
+    assert handled == pytest.approx({k: v for k, v in handle.items() if v})
     assert len(handled) == 8
+
+
+@pytest.mark.parametrize(("minutes", "tz"), [(15, "UTC"), (30, "America/New_York"), (60, "Asia/Kolkata")])
+def test_the_interval_report_sums_the_windows_of_each_local_interval(
+    backend: Backend, minutes: int, tz: str
+) -> None:
+    """interval_report(minutes, tz) (contract §7.5) holds, per local interval, channel and queue,
+    the exact sums of the windows starting in it, on a day with a DST change (US spring forward)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from streaming import with_agent_states
+
+    shift = 1772953200.0 - 1772442000.0  # the scenario moved to 2026-03-08 07:00 UTC, 03:00 New York (EDT)
+    lines = [orjson.dumps(e | {"timestamp": e["timestamp"] - 3 * 3600 + shift})
+             for e in map(orjson.loads, with_agent_states(scenario(1800)))]  # fmt: skip
+    # One partition: agent time of the windows still open at the end runs to that partition's
+    # newest event, as in the reference (the merge over partitions is the views' own, tested above).
+    asyncio.run(write_all(backend, list(run_partitioned(lines, partitions=1))))
+    from test_agents import AgentRun
+
+    run = AgentRun([orjson.loads(line) for line in lines])
+    zone = ZoneInfo(tz)
+
+    def local_start(t: float) -> str:
+        local = datetime.fromtimestamp(t, zone)
+        return local.replace(minute=local.minute // minutes * minutes, second=0, microsecond=0).strftime(
+            "%Y-%m-%d %H:%M:%S"
+        )
+
+    want: dict[tuple[str, str, str], dict[str, float]] = {}
+    for (start, channel, queue), row in run.windows.items():
+        sums = want.setdefault((local_start(start), channel, queue), {"offered": 0, "answered": 0, "handle": 0.0,
+                                                                       "frt": 0.0, "abandoned": 0})  # fmt: skip
+        sums["offered"] += row["conversations_started"]
+        sums["answered"] += row["first_responses"]
+        sums["abandoned"] += row["abandoned"]
+        sums["handle"] += row["handle_seconds"]
+        sums["frt"] += (row["frt_mean_seconds"] or 0) * row["first_responses"]
+    busy: dict[tuple[str, str], list[float]] = {}
+    for (start, queue), row in run.agents.items():
+        parts = busy.setdefault((local_start(start), queue), [0.0, 0.0])
+        parts[0] += row["on_contact_seconds"] + row["after_contact_work_seconds"]
+        parts[1] += row["staffed_seconds"]
+    got = select(backend, f"SELECT * FROM interval_report(minutes = {minutes}, tz = '{tz}')")
+    assert len(got) == len(want) and len({r["interval_start"][11:16] for r in got}) > 1
+    for row in got:
+        sums = want[(row["interval_start"][:19], row["channel"], row["queue"])]
+        assert (row["offered"], row["answered"], row["abandoned"]) == (sums["offered"], sums["answered"],
+                                                                       sums["abandoned"])  # fmt: skip
+        assert close(row["asa_seconds"], sums["frt"] / sums["answered"] if sums["answered"] else None)
+        aht = sums["handle"] / sums["answered"] if sums["answered"] and sums["handle"] else None
+        assert aht is None or close(round(row["aht_seconds"], 6), round(aht, 6)), (row, aht)
+        occupied, staffed = busy.get((row["interval_start"][:19], row["queue"]), [0.0, 0.0])
+        assert close(row["occupancy_ratio"], occupied / staffed if staffed else None), (
+            row,
+            occupied,
+            staffed,
+        )

@@ -143,3 +143,74 @@ FROM
     GROUP BY window_start, window_seconds, queue
     HAVING available + on_contact + wrap_up + away > 0
 );
+
+-- The interval report (contract section 7.5): per local interval of `minutes` (15, 30 or 60) in
+-- the IANA zone `tz`, channel and queue, sums of the tumbling windows whose start lies in the
+-- interval (never an average of averages), and the occupancy of the queue's agents. Local
+-- intervals start on the local hour (and its quarters and halves), so DST days and zones with
+-- half-hour offsets get the intervals their clocks show:
+--   SELECT * FROM interval_report(minutes = 30, tz = 'America/New_York')
+CREATE OR REPLACE VIEW interval_report AS
+SELECT
+    m.interval_start AS interval_start,
+    m.channel AS channel,
+    m.queue AS queue,
+    m.offered AS offered,
+    m.answered AS answered,
+    m.abandoned AS abandoned,
+    m.abandoned_short AS abandoned_short,
+    if(m.answered + m.abandoned - m.abandoned_short > 0,
+       m.sla_ok / (m.answered + m.abandoned - m.abandoned_short), NULL) AS service_level_ratio,
+    if(m.answered > 0, m.frt_total / m.answered, NULL) AS asa_seconds,
+    if(m.answered > 0 AND m.handle > 0, m.handle / m.answered, NULL) AS aht_seconds,
+    if(m.resolutions > 0, m.fcr_n / m.resolutions, NULL) AS fcr_ratio,
+    if(m.csat_answers > 0, m.csat_total / m.csat_answers, NULL) AS csat_mean,
+    if(a.staffed > 0, a.busy / a.staffed, NULL) AS occupancy_ratio
+FROM
+(
+    SELECT
+        toStartOfHour(toTimeZone(window_start, {tz:String}))
+            + toIntervalMinute(intDiv(toMinute(toTimeZone(window_start, {tz:String})), {minutes:UInt32})
+                               * {minutes:UInt32}) AS interval_start,
+        channel,
+        queue,
+        toInt64(sum(conversations_started)) AS offered,
+        toInt64(sum(first_responses)) AS answered,
+        toInt64(sum(abandoned)) AS abandoned,
+        toInt64(sum(abandoned_short)) AS abandoned_short,
+        sum(frt_sla_ok) AS sla_ok,
+        sum(frt_sum) AS frt_total,
+        round(sum(handle_seconds), 6) AS handle,
+        sum(resolved) AS resolutions,
+        sum(fcr_ok) AS fcr_n,
+        sum(csat_n) AS csat_answers,
+        sum(csat_sum) AS csat_total
+    FROM
+    (
+        SELECT *
+        FROM metrics_window_partials
+        ORDER BY version DESC, updated_at DESC
+        LIMIT 1 BY window_start, window_seconds, channel, queue, source_partition
+    )
+    WHERE {minutes:UInt32} IN (15, 30, 60)
+    GROUP BY interval_start, channel, queue
+) AS m
+LEFT JOIN
+(
+    SELECT
+        toStartOfHour(toTimeZone(window_start, {tz:String}))
+            + toIntervalMinute(intDiv(toMinute(toTimeZone(window_start, {tz:String})), {minutes:UInt32})
+                               * {minutes:UInt32}) AS interval_start,
+        queue,
+        round(sum(on_contact_seconds + after_contact_work_seconds), 6) AS busy,
+        round(sum(available_seconds + on_contact_seconds + after_contact_work_seconds), 6) AS staffed
+    FROM
+    (
+        SELECT *
+        FROM agent_window_partials
+        ORDER BY version DESC, updated_at DESC
+        LIMIT 1 BY window_start, window_seconds, queue, source_partition
+    )
+    GROUP BY interval_start, queue
+) AS a ON a.interval_start = m.interval_start AND a.queue = m.queue
+ORDER BY interval_start, channel, queue;
