@@ -76,6 +76,7 @@ class Run:
         self.engine = Engine(settings or EngineSettings())
         self.conversations: dict[str, dict[str, Any]] = {}
         self.windows: dict[tuple[float, str, str], dict[str, Any]] = {}
+        self.agents: dict[tuple[float, str], dict[str, Any]] = {}  # final agent_window rows (§7.2)
         items = decoded(events)
         for start in range(0, len(items), batch_size):
             self._absorb(self.engine.process(items[start : start + batch_size]))
@@ -87,6 +88,9 @@ class Run:
         for row in batch.windows:
             if row.final:
                 self.windows[(row.window_start, row.channel, row.queue)] = row.fields
+        for agent_row in batch.agent_windows:
+            if agent_row.final:
+                self.agents[(agent_row.window_start, agent_row.queue)] = agent_row.window.result()
 
     def conversation(self, conversation_id: str) -> dict[str, Any]:
         return self.conversations[conversation_id]

@@ -15,9 +15,8 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import T0, customer_msg, decoded
+from support import T0, Run, customer_msg
 
-from pipeline.engine import Engine
 from pipeline.engine.agents import STATES
 from pipeline.settings import EngineSettings
 
@@ -29,26 +28,8 @@ def agent(event_id: str, who: str, state: str, t: float, **fields: Any) -> dict[
             "timestamp": T0 + t, **fields}  # fmt: skip
 
 
-class AgentRun:
-    """Feed events to one engine (in batches) and flush it; final agent rows and window rows."""
-
-    def __init__(self, events: list[dict[str, Any]], engine_settings: EngineSettings | None = None,
-                 batch_size: int = 1000) -> None:  # fmt: skip
-        self.engine = Engine(engine_settings or EngineSettings())
-        self.agents: dict[tuple[float, str], dict[str, Any]] = {}
-        self.windows: dict[tuple[float, str, str], dict[str, Any]] = {}
-        items = decoded(events)
-        for start in range(0, len(items), batch_size):
-            self._absorb(self.engine.process(items[start : start + batch_size]))
-        self._absorb(self.engine.flush())
-
-    def _absorb(self, batch: Any) -> None:
-        for row in batch.agent_windows:
-            if row.final:
-                self.agents[(row.window_start, row.queue)] = row.window.result()
-        for row in batch.windows:
-            if row.final:
-                self.windows[(row.window_start, row.channel, row.queue)] = row.fields
+class AgentRun(Run):
+    """A run whose agent rows are read by minute and queue."""
 
     def row(self, minute: int, queue: str) -> dict[str, Any]:
         return self.agents[(T0 + 60 * minute, queue)]

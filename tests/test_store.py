@@ -16,7 +16,7 @@ import orjson
 import pytest
 from storage import assert_views_equal_compute, close, epoch, select, views
 from streaming import scenario
-from support import T0
+from support import T0, Run
 
 from pipeline.engine import Engine
 from pipeline.events import Event, decode_event
@@ -365,9 +365,7 @@ def test_the_interval_report_sums_the_windows_of_each_local_interval(
     # One partition: agent time of the windows still open at the end runs to that partition's
     # newest event, as in the reference (the merge over partitions is the views' own, tested above).
     asyncio.run(write_all(backend, list(run_partitioned(lines, partitions=1))))
-    from test_agents import AgentRun
-
-    run = AgentRun([orjson.loads(line) for line in lines])
+    run = Run([orjson.loads(line) for line in lines])
     zone = ZoneInfo(tz)
 
     def local_start(t: float) -> str:

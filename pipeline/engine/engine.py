@@ -154,29 +154,17 @@ class Engine:
             self.stats.duplicates += 1
             self._batch.duplicates += 1
             return
-        if event.type == "agent_state":  # no event of a conversation (§7.1)
-            self._agent_event(event, newest)
-            return
-        closed = event.conversation_id in self.closed
+        agent = event.type == "agent_state"  # no event of a conversation (§7.1)
+        closed = not agent and event.conversation_id in self.closed
         if closed or (newest is not None and t < newest - s.allowed_lateness_seconds):
             self.stats.late += 1
             self._batch.late += 1
         self.stats.valid[(event.type, event.channel)] += 1
         self._batch.valid[(event.type, event.channel)] += 1
-        if not closed:  # a closed conversation's facts are final (its event is still stored raw)
+        if agent:
+            self.agents.observe(event)
+        elif not closed:  # a closed conversation's facts are final (its event is still stored raw)
             self._apply(event)
-        if newest is None or t > newest:
-            self.newest = t
-            self._advance(t)
-
-    def _agent_event(self, event: Event, newest: float | None) -> None:
-        t = event.timestamp
-        if newest is not None and t < newest - self.settings.allowed_lateness_seconds:
-            self.stats.late += 1
-            self._batch.late += 1
-        self.stats.valid[(event.type, event.channel)] += 1
-        self._batch.valid[(event.type, event.channel)] += 1
-        self.agents.observe(event)
         if newest is None or t > newest:
             self.newest = t
             self._advance(t)
