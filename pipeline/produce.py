@@ -1,7 +1,8 @@
 """Send events into Kafka with kafka-python: `ccpipe replay FILE` and `ccpipe simulate`.
 
-Both key each event by its `customer_id` (so a customer's events stay in order on one
-partition) and keep at most one request in flight per connection, so retries never reorder.
+Both key each event by its `customer_id` (an `agent_state` event by its `agent_id`), so a
+customer's or an agent's events stay in order on one partition, and keep at most one request in
+flight per connection, so retries never reorder.
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ def producer(settings: WorkerSettings) -> KafkaProducer:
 
 
 def customer_key(line: bytes) -> bytes | None:
-    """The line's customer_id as a key, or None when the line has none (it is sent as is)."""
+    """The line's customer_id (an agent event's agent_id) as a key, or None when it has none
+    (it is sent as is)."""
     try:
-        customer = orjson.loads(line).get("customer_id")
+        event = orjson.loads(line)
+        key = event.get("customer_id") or event.get("agent_id")
     except (orjson.JSONDecodeError, AttributeError):
         return None
-    return customer.encode() if isinstance(customer, str) else None
+    return key.encode() if isinstance(key, str) else None
 
 
 def send_lines(settings: WorkerSettings, lines: Iterable[bytes], progress: tqdm | None = None) -> SendSummary:
