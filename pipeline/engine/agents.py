@@ -165,6 +165,9 @@ class Agents:
 
     def _refresh(self, agent: Agent, open_from: float, newest: float,
                  handle: Callable[[Key, float, float], None]) -> None:  # fmt: skip
+        latest = agent.events[-1]
+        if not agent.parts and not agent.handle and latest.state == "offline" and latest.t <= open_from:
+            return  # offline since before the open windows: it adds nothing there
         parts: dict[tuple[float, str, int], float] = {}
         handled: dict[tuple[float, Key], float] = {}
         timeline = list(agent.timeline())

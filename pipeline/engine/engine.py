@@ -50,7 +50,7 @@ class Batch:
     # Open windows changed but whose provisional rows were held back (see `process`).
     held: list[tuple[float, Key]] = field(default_factory=list)
     # Contract §7.2: agent window rows (final ones, and provisional ones like `windows`), and
-    # the starts of open agent windows changed but held back; whether agent events came.
+    # the starts of open agent windows changed but held back.
     agent_windows: list[AgentRow] = field(default_factory=list)
     agents_held: list[float] = field(default_factory=list)
 
@@ -356,11 +356,11 @@ class Engine:
 
     def _advance(self, newest: float) -> None:
         s = self.settings
-        boundary = self.windows.boundary(newest - s.allowed_lateness_seconds)
+        watermark = newest - s.allowed_lateness_seconds
+        boundary = self.windows.boundary(watermark)
         if boundary is not None:  # windows are sealed: agent time up to now goes in first
             self._refresh_agents()
-        self._batch.windows.extend(self.windows.advance(newest - s.allowed_lateness_seconds))
-        if boundary is not None:
+            self._batch.windows.extend(self.windows.advance(watermark))
             self._batch.agent_windows.extend(self.agents.seal(boundary))
             self.agents.forget_stale(newest)
         self.event_ids.expire(newest)

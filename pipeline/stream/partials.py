@@ -173,11 +173,7 @@ class MergedViews:
             waiting=(body["waiting"][0], body["waiting"][1]),
         )
         sources = self._owned.setdefault(partials_partition, {}).setdefault(key, {})
-        known = sources.get(partial.source)
-        if known is None or partial.offset >= known.offset:
-            if known is not None and not body.get("complete", True):
-                partial.windows = known.windows | partial.windows  # an update of some windows
-            sources[partial.source] = partial
+        _keep_newest(sources, partial.source, partial, body.get("complete", True))
         self._note_newest(partial.newest)
 
     def _absorb_agents(self, partials_partition: int, body: dict[str, Any]) -> None:
@@ -186,11 +182,7 @@ class MergedViews:
         }
         partial = AgentPartial(body["offset"], windows, AgentSummary.from_state(body["agents"]))
         sources = self._agents.setdefault(partials_partition, {})
-        known = sources.get(body["partition"])
-        if known is None or partial.offset >= known.offset:
-            if known is not None and not body.get("complete", True):
-                partial.windows = known.windows | partial.windows
-            sources[body["partition"]] = partial
+        _keep_newest(sources, body["partition"], partial, body.get("complete", True))
         self._note_newest(body.get("newest"))
 
     def _note_newest(self, newest: float | None) -> None:
@@ -264,3 +256,13 @@ class MergedViews:
             merged[key] = (count + part_count, earliest)
         return {key: (count, max(0.0, now - earliest) if earliest is not None else None)
                 for key, (count, earliest) in merged.items()}  # fmt: skip
+
+
+def _keep_newest(sources: dict[int, Any], source: int, partial: Any, complete: bool) -> None:
+    """Keep a source partition's newest partial (by offset); an update of some windows is laid
+    over the windows already known."""
+    known = sources.get(source)
+    if known is None or partial.offset >= known.offset:
+        if known is not None and not complete:
+            partial.windows = known.windows | partial.windows
+        sources[source] = partial
