@@ -47,7 +47,7 @@ run: $(STAMP)
 
 # The same, with a local Prometheus evaluating the alert rules (watch the FRT alert fire).
 run-with-prometheus: $(STAMP) $(TOOLS)
-	$(BIN)/ccpipe run --with-prometheus --spike phone --backfill 1800 --rate 50 $(RUN_ARGS)
+	$(BIN)/ccpipe run --with-prometheus --spike phone --backfill 900 $(RUN_ARGS)
 
 # The engine alone over a simulated day, without Kafka.
 demo-compute: $(STAMP)

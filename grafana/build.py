@@ -5,9 +5,12 @@ what this file produces, and runs every panel's query against a real Prometheus 
 the analyst dashboard, on the real ClickHouse tables).
 
 - Wall display: a row per channel, big numbers readable across a room, colored against the
-  channel's FRT target; kiosk-friendly (no variables, 10 s refresh).
+  channel's FRT target, with the agents staffed against the agents needed (red when short) and
+  the load on them; a last row of agents by state and occupancy per queue; kiosk-friendly (no
+  variables, 10 s refresh).
 - Operations: throughput, lag, invalid/duplicate/late rates, store buffer and errors, per worker.
-- Analyst: ClickHouse panels over the views (FRT by hour, FCR by day, sentiment, agents).
+- Analyst: ClickHouse panels over the views (FRT by hour, FCR by day, sentiment, agents, handle
+  time, occupancy, the half-hour interval report).
 """
 
 from __future__ import annotations
@@ -119,8 +122,37 @@ def wall() -> dashboard.Dashboard:
                 weighted_mean("ccpipe_sentiment_mean", "ccpipe_sentiment_samples", f'{c}, window="15m"'),
                 "none", thresholds((None, "red"), (-0.05, "yellow"), (0.05, "green")),
                 "Mean sentiment of customer messages, -1 (angry) to +1 (happy)."),
+            big("Agents staffed",
+                f"sum(ccpipe_agents_staffed{{{c}}})",
+                "short", thresholds((None, "blue")),
+                "Agents available, on contact or wrapping up now who serve this channel, all queues."),
+            big("Agents needed",
+                f"sum(ccpipe_agents_required{{{c}}})",
+                "short", thresholds((None, "blue")),
+                "Agents Erlang C requires for the service-level target over the last 15 minutes' "
+                "arrivals and handle time, all queues (docs/staffing.md)."),
+            big("Agents short",
+                f"sum(clamp_min(ccpipe_agents_required{{{c}}} - ccpipe_agents_staffed{{{c}}}, 0))",
+                "short", thresholds((None, "green"), (1, "red")),
+                "Agents missing in the queues that are short (a queue with agents to spare does not "
+                "lend them to another)."),
+            big("Agent load (15 min)",
+                f"sum(ccpipe_offered_load_erlangs{{{c}}}) / sum(ccpipe_agents_staffed{{{c}}})",
+                "percentunit", thresholds((None, "green"), (0.85, "yellow"), (0.95, "red")),
+                "Offered load in Erlangs over the agents staffed now: how busy they must be."),
         ):  # fmt: skip
             board = board.with_panel(panel)
+    board = board.with_row(dashboard.Row("AGENTS BY QUEUE"))
+    for panel in (
+        series("Agents by state, per queue",
+               [('sum by (queue, state) (ccpipe_agents{state!="available"})', "{{queue}} {{state}}"),
+                ('sum by (queue) (ccpipe_agents{state="available"})', "{{queue}} available")], "short",
+               "Agents on contact, wrapping up, away and available now, per queue they serve."),
+        series("Occupancy per queue (15 min)",
+               [('max by (queue) (ccpipe_agent_occupancy_ratio{window="15m"})', "{{queue}}")], "percentunit",
+               "(On contact + after-contact work) / staffed time over the last 15 minutes."),
+    ):  # fmt: skip
+        board = board.with_panel(panel)
     return board
 
 
@@ -224,9 +256,23 @@ ANALYST_PANELS = (
      "sum(conversations), 1) AS frt_mean_s, max(frt_p90_seconds) AS frt_p90_s, sum(resolved) AS resolved, "
      "round(avg(fcr_ratio), 3) AS fcr, round(avg(csat_mean), 2) AS csat FROM agent_daily "
      "WHERE $__timeFilter(day) GROUP BY agent_id ORDER BY handled DESC LIMIT 100"),
+    ("Handle time (AHT) by hour and channel", False, "s",
+     "SELECT toStartOfHour(window_start) AS time, channel, "
+     "sum(handle_seconds) / nullIf(sum(first_responses), 0) AS aht FROM metrics_window "
+     "WHERE $__timeFilter(window_start) GROUP BY time, channel ORDER BY time"),
+    ("Occupancy by hour and queue", False, "percentunit",
+     "SELECT toStartOfHour(window_start) AS time, queue, (sum(on_contact_seconds) + "
+     "sum(after_contact_work_seconds)) / nullIf(sum(staffed_seconds), 0) AS occupancy FROM agent_window "
+     "WHERE $__timeFilter(window_start) GROUP BY time, queue ORDER BY time"),
+    ("Half hours (UTC): offered, answered, service level, ASA, AHT, occupancy", True, "none",
+     "SELECT interval_start, channel, queue, offered, answered, abandoned, "
+     "round(service_level_ratio, 3) AS sl, round(asa_seconds, 1) AS asa_s, round(aht_seconds, 1) AS aht_s, "
+     "round(fcr_ratio, 3) AS fcr, round(occupancy_ratio, 3) AS occupancy "
+     "FROM interval_report(minutes = 30, tz = 'UTC') "
+     "WHERE $__timeFilter(interval_start) ORDER BY interval_start DESC, channel, queue LIMIT 500"),
     ("Minute windows", True, "none",
      "SELECT window_start, channel, queue, conversations_started, first_responses, frt_p90_seconds, "
-     "frt_sla_ratio, abandonment_ratio, fcr_ratio, sentiment_mean FROM metrics_window "
+     "frt_sla_ratio, abandonment_ratio, fcr_ratio, sentiment_mean, handle_seconds FROM metrics_window "
      "WHERE $__timeFilter(window_start) ORDER BY window_start DESC, channel, queue LIMIT 500"),
 )  # fmt: skip
 

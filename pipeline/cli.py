@@ -138,6 +138,7 @@ def _simulate(args: argparse.Namespace) -> int:
         spike_after=args.spike_after,
         spike_seconds=args.spike_seconds,
         backfill=args.backfill,
+        warm_up=args.warm_up,
         calendars=settings.engine().calendars,
     )
     print(
@@ -276,14 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--rate",
         type=_seconds,
-        default=200.0,
-        help="simulated events/s at this hour of the day (default 200)",
+        default=50.0,
+        help="simulated events/s at this hour of the day (default 50)",
     )
     run.add_argument(
         "--bootstrap", default=None, help="use this Kafka (host:port) instead of the embedded broker"
     )
     run.add_argument(
-        "--spike", default=None, metavar="CHANNEL", help="slow agent replies on CHANNEL after a minute"
+        "--spike",
+        default=None,
+        metavar="CHANNEL",
+        help="most of CHANNEL's agents leave for a 15-minute meeting a minute in",
     )
     run.add_argument(
         "--partitions", type=int, default=6, help="partitions of the topics it creates (default 6)"
@@ -310,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--backfill",
         type=_non_negative_seconds,
-        default=0.0,
-        help="let the simulator send this many seconds of past traffic first (default 0)",
+        default=900.0,
+        help="let the simulator send this many seconds of past traffic first, so every rolling "
+        "window is full at once (default 900)",
     )
     run.set_defaults(handler=_run)
 
@@ -354,7 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="start the simulation this many seconds ago and send that past at once (default 0)",
     )
-    simulate.add_argument("--spike", default=None, metavar="CHANNEL", help="slow agent replies on CHANNEL")
+    simulate.add_argument(
+        "--warm-up",
+        type=_non_negative_seconds,
+        default=1800.0,
+        help="simulate this long before the start without sending it, so the day starts mid-flow: "
+        "conversations open, agents busy (default 1800 s)",
+    )
+    simulate.add_argument(
+        "--spike", default=None, metavar="CHANNEL", help="most of CHANNEL's agents leave for a meeting"
+    )
     simulate.add_argument(
         "--spike-after",
         type=_non_negative_seconds,

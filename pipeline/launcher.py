@@ -275,7 +275,7 @@ def _banner(children: Children, bootstrap: str, metrics: str, wall: str, options
         f'  {_ccpipe()} sql {store}"SELECT channel, count(), avg(frt_seconds) FROM conversations_latest '
         'GROUP BY channel"',
         f"  numbers appear within about 30 s; traffic about {options.rate:g} events/s"
-        + (f"; agent replies on '{options.spike}' slow down after a minute" if options.spike else ""),
+        + (f"; most '{options.spike}' agents leave for a meeting after a minute" if options.spike else ""),
         "Stop it with Ctrl-C"
         + (f" (or it stops by itself after {options.duration:g} s)" if options.duration else "")
         + ".",

@@ -24,7 +24,7 @@ from pipeline.simulate import DAY_SHAPE, SimulationSettings, Simulator
 from pipeline.stream.kafka import aiokafka_options
 
 # Average events per simulated conversation, to turn an event rate into a conversation rate.
-EVENTS_PER_CONVERSATION = 8.5
+EVENTS_PER_CONVERSATION = 10.0  # agent states included
 
 
 @dataclass(slots=True)
@@ -116,11 +116,13 @@ def live_simulation(
     spike_after: float,
     spike_seconds: float,
     backfill: float = 0.0,
+    warm_up: float = 0.0,
     calendars: Calendars = ALWAYS_OPEN,
 ) -> SimulationSettings:
     """Settings whose rate is about `rate` events/s at this hour of the day (the daily shape
     moves it later). With `backfill`, the simulation starts that many seconds ago, and the
-    past is sent at once; the spike starts `spike_after` seconds after the simulation start."""
+    past is sent at once; `warm_up` seconds before that are simulated and not sent (the day
+    starts mid-flow); the spike starts `spike_after` seconds after the simulation start."""
     start = time.time() - backfill
     hour = int((time.time() % 86400) // 3600)
     conversations_per_day = rate / EVENTS_PER_CONVERSATION * 86400 * (sum(DAY_SHAPE) / 24) / DAY_SHAPE[hour]
@@ -135,4 +137,5 @@ def live_simulation(
         spike_start=start + spike_after,
         spike_seconds=spike_seconds,
         calendars=calendars,
+        warm_up=warm_up,
     )

@@ -74,6 +74,16 @@ class _Queue:
     p90: float | None = None
     waiting: float = 0.0
     oldest: float | None = None
+    staffed: float | None = None
+    required: float | None = None
+    load: float | None = None
+
+    @property
+    def short(self) -> bool:
+        return self.staffed is not None and self.required is not None and self.staffed < self.required
+
+
+AGENT_STATES = ("available", "on_contact", "after_contact_work", "away")  # as ccpipe_agents labels them
 
 
 @dataclass
@@ -102,12 +112,17 @@ def wall_model(scrapes: list[Scrape], now: float, events_still_since: float | No
     by_key: dict[tuple[str, str, str, str], float] = {}  # (name, channel, queue, window) -> value
     lags: list[float] = []
     targets: dict[str, float] = {}
+    agents: dict[str, dict[str, float]] = defaultdict(dict)  # queue -> state (and occupancy) -> value
     for scrape in scrapes:
         for name, labels, value in scrape.samples or ():
             if name == "ccpipe_processing_lag_seconds":
                 lags.append(value)
             elif name == "ccpipe_frt_target_seconds":
                 targets[labels["channel"]] = value
+            elif name == "ccpipe_agents":
+                agents[labels["queue"]][labels["state"]] = value
+            elif name == "ccpipe_agent_occupancy_ratio" and labels.get("window") == "15m":
+                agents[labels["queue"]]["occupancy_ratio"] = value
             elif "channel" in labels and "queue" in labels:
                 if name == "ccpipe_frt_seconds" and labels.get("quantile") != "0.9":
                     continue
@@ -118,6 +133,12 @@ def wall_model(scrapes: list[Scrape], now: float, events_still_since: float | No
             line.p90 = value
         elif name == "ccpipe_conversations_waiting":
             line.waiting = value
+        elif name == "ccpipe_agents_staffed":
+            line.staffed = value
+        elif name == "ccpipe_agents_required":
+            line.required = value
+        elif name == "ccpipe_offered_load_erlangs":
+            line.load = value
         elif name == "ccpipe_oldest_waiting_seconds" and by_key.get(
             ("ccpipe_conversations_waiting", channel, queue, "")
         ):
@@ -137,6 +158,11 @@ def wall_model(scrapes: list[Scrape], now: float, events_still_since: float | No
         p90s = [q.p90 for _, q in queues if q.p90 is not None]
         olds = [q.oldest for _, q in queues if q.oldest is not None]
         p90 = max(p90s) if p90s else None
+        staffed = [q.staffed for _, q in queues if q.staffed is not None]
+        required = [q.required for _, q in queues if q.required is not None]
+        loaded = [(q.load, q.staffed) for _, q in queues if q.load is not None and q.staffed is not None]
+        on_duty = sum(n for _, n in loaded)
+        short = any(q.short for _, q in queues)
         tiles.append({
             "channel": channel,
             "target_seconds": target,
@@ -148,9 +174,14 @@ def wall_model(scrapes: list[Scrape], now: float, events_still_since: float | No
             "oldest_waiting_seconds": max(olds) if olds else None,
             "fcr_ratio": tile.fcr.mean(),
             "sentiment_mean": tile.mood.mean(),
+            "agents_staffed": sum(staffed) if staffed else None,
+            "agents_required": sum(required) if required else None,
+            "staffing_status": "idle" if not required else "bad" if short else "good",
+            "occupancy_ratio": sum(load for load, _ in loaded) / on_duty if on_duty else None,
             "queues": [
                 {"queue": name, "status": status(q.p90, target), "frt_p90_seconds": q.p90,
-                 "waiting": q.waiting, "oldest_waiting_seconds": q.oldest}
+                 "waiting": q.waiting, "oldest_waiting_seconds": q.oldest,
+                 "agents_short": q.required - q.staffed if q.short else 0}  # type: ignore[operator]
                 for name, q in queues
             ] if len(queues) > 1 else [],
         })  # fmt: skip
@@ -158,6 +189,14 @@ def wall_model(scrapes: list[Scrape], now: float, events_still_since: float | No
         "generated_at": now,
         "refresh_seconds": REFRESH_SECONDS,
         "channels": tiles,
+        "agents": [
+            {
+                "queue": queue,
+                **{state: by_state.get(state, 0.0) for state in AGENT_STATES},
+                "occupancy_ratio": by_state.get("occupancy_ratio"),
+            }
+            for queue, by_state in sorted(agents.items())
+        ],
         "banner": _banner(scrapes, lags, now, events_still_since),
         "workers": [{"url": s.url, "up": s.samples is not None, "error": s.error} for s in scrapes],
     }

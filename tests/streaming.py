@@ -152,15 +152,21 @@ def valid_events(lines: Iterable[bytes]) -> list[Event]:
 T0 = 1_772_442_000.0  # 09:00 UTC, a busy hour of the simulated day
 
 
-def scenario(seconds: float, spike: str | None = None, seed: int = 11) -> list[bytes]:
-    """Simulated events over `seconds` of event time, cut so the newest lies early in a minute."""
+def scenario(
+    seconds: float, spike: str | None = None, seed: int = 11, *, agents: bool = False
+) -> list[bytes]:
+    """Simulated events over `seconds` of event time, cut so the newest lies early in a minute;
+    the agents' events only with `agents` (in a worker, an agent's open windows run to its own
+    partition's newest event, contract §7.2: tests of agents compare with partitioned engines)."""
     settings = SimulationSettings(
         seed=seed, start=T0, conversations=60_000, jitter_seconds=2.0, duplicate_rate=0.01,
         spike_channel=spike, spike_start=T0 + seconds / 3, spike_seconds=seconds,
     )  # fmt: skip
     cut = T0 + seconds - seconds % 60 + 5
     events = itertools.takewhile(lambda e: e["timestamp"] < cut + 10, Simulator(settings).events())
-    return [orjson.dumps(e) for e in events if e["timestamp"] < cut]
+    return [
+        orjson.dumps(e) for e in events if e["timestamp"] < cut and (agents or e["type"] != "agent_state")
+    ]
 
 
 def committed(settings: WorkerSettings) -> int:
@@ -219,40 +225,6 @@ def fresh_topics() -> dict[str, str]:
         "CCPIPE_PARTIALS_TOPIC": f"partials-{tag}",
         "CCPIPE_GROUP_ID": f"ccpipe-{tag}",
     }
-
-
-def with_agent_states(lines: list[bytes], wrap_up: float = 30.0) -> list[bytes]:
-    """The lines with the agent_state events their conversations imply (contract §7.1): each
-    agent is available in the queue of its first contact a minute before it, on contact from each
-    assignment, in after-contact work from each resolution for `wrap_up` seconds, then available."""
-    derived: list[tuple[float, dict[str, Any]]] = []
-    seen: set[str] = set()
-    for line in lines:
-        event = orjson.loads(line)
-        agent = event.get("agent_id")
-        if not agent or event["type"] not in ("agent_assigned", "conversation_resolved"):
-            continue
-        t, contact = event["timestamp"], {"conversation_id": event["conversation_id"], "channel": event["channel"],
-                                          "queue": event.get("queue", "default")}  # fmt: skip
-        base = {"type": "agent_state", "agent_id": agent}
-        if agent not in seen:
-            seen.add(agent)
-            derived.append((t - 60, base | {"event_id": f"{agent}-in", "state": "available",
-                                            "queues": [contact["queue"]], "timestamp": t - 60}))  # fmt: skip
-        eid = event["event_id"]
-        if event["type"] == "agent_assigned":
-            derived.append(
-                (t, base | contact | {"event_id": f"{eid}-on", "state": "on_contact", "timestamp": t})
-            )
-        else:
-            derived.append((t, base | contact | {"event_id": f"{eid}-acw", "state": "after_contact_work",
-                                                 "timestamp": t}))  # fmt: skip
-            derived.append((t + wrap_up, base | {"event_id": f"{eid}-av", "state": "available",
-                                                 "timestamp": t + wrap_up}))  # fmt: skip
-    timed = [(orjson.loads(line)["timestamp"], i, line) for i, line in enumerate(lines)]
-    timed += [(t, len(lines) + i, orjson.dumps(body)) for i, (t, body) in enumerate(derived)]
-    newest = max(t for t, _, _ in timed[: len(lines)])
-    return [line for t, _, line in sorted(timed) if t <= newest]
 
 
 def _routed(lines: list[bytes], partitions: int) -> list[list[Event]]:

@@ -17,6 +17,7 @@ from kafka import KafkaProducer
 from storage import assert_views_equal_compute, close, epoch, select
 from streaming import (
     AGENT_GAUGES,
+    Sample,
     WorkerProcess,
     differences,
     expected_merged,
@@ -25,7 +26,6 @@ from streaming import (
     rolling_part,
     scenario,
     wait_until,
-    with_agent_states,
 )
 from test_scale_out import merge_stores
 
@@ -50,8 +50,7 @@ def send_keyed(bootstrap: str, topic: str, lines: list[bytes]) -> None:
     producer.close()
 
 
-def problems(workers: list[WorkerProcess], lines: list[bytes]) -> list[str]:
-    want = expected_merged(partitioned(lines, int(PARTITIONS)))
+def problems(workers: list[WorkerProcess], want: dict[Sample, float]) -> list[str]:
     scrapes = [worker.scrape() for worker in workers]
     ours = [{k: v for k, v in s.items() if k in rolling_part(s) or k[0] in AGENT_GAUGES} for s in scrapes]
     exported = Counter(key for samples in ours for key in samples)
@@ -67,8 +66,11 @@ def test_two_workers_give_the_agent_gauges_and_rows_of_one_engine_across_a_sigki
     env = {"CCPIPE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "CCPIPE_PARTITIONS": PARTITIONS, **topics}
     settings = WorkerSettings.from_env(env)
     ensure_topics(settings)
-    lines = with_agent_states(scenario(900, seed=23))
+    lines = scenario(900, seed=23, agents=True)
     half = len(lines) // 2
+    first_half, whole = (
+        expected_merged(partitioned(part, int(PARTITIONS))) for part in (lines[:half], lines)
+    )
     dirs = [tmp_path / name for name in ("w0", "w1", "w1-again")]
     for directory in dirs:
         directory.mkdir()
@@ -77,9 +79,7 @@ def test_two_workers_give_the_agent_gauges_and_rows_of_one_engine_across_a_sigki
     again = WorkerProcess(broker.bootstrap, dirs[2], CCPIPE_PARTITIONS=PARTITIONS, **topics)
     try:
         send_keyed(broker.bootstrap, settings.input_topic, lines[:half])
-        wait_until(
-            lambda: problems([first, second], lines[:half]), timeout=240, what="two workers, first half"
-        )
+        wait_until(lambda: problems([first, second], first_half), timeout=240, what="two workers, first half")
         sender = threading.Thread(
             target=send_keyed, args=(broker.bootstrap, settings.input_topic, lines[half:])
         )
@@ -88,7 +88,7 @@ def test_two_workers_give_the_agent_gauges_and_rows_of_one_engine_across_a_sigki
         second.kill()
         sender.join(60)
         again.start()
-        wait_until(lambda: problems([first, again], lines), timeout=300, what="after a SIGKILL and a restart")
+        wait_until(lambda: problems([first, again], whole), timeout=300, what="after a SIGKILL and a restart")
         samples = {k: v for w in (first, again) for k, v in w.scrape().items()}
         assert any(name == "ccpipe_agents_required" and value > 0 for (name, _), value in samples.items())
     finally:

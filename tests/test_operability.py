@@ -5,6 +5,7 @@ within its bound, broker or no broker."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -39,6 +40,10 @@ def alive(pid: int) -> bool:
         return False
 
 
+WALL_NUMBERS = ("frt_p90_seconds", "within_target_ratio", "service_level_ratio", "waiting", "oldest_waiting_seconds",
+                "fcr_ratio", "sentiment_mean", "agents_staffed", "agents_required", "occupancy_ratio")  # fmt: skip
+
+
 class Run:
     """`ccpipe run` as a person starts it, with its output in a file we can read while it runs."""
 
@@ -71,6 +76,9 @@ class Run:
 
     def metrics_url(self) -> str:
         return self.wait_for(r"metrics    (http://\S+)").group(1)
+
+    def wall_url(self) -> str:
+        return self.wait_for(r"wall display  (http://\S+)").group(1)
 
     def serving(self) -> None:
         """Until its worker has processed events (the status line shows them)."""
@@ -155,6 +163,17 @@ def test_two_runs_side_by_side_busy_ports_and_a_dying_child(tmp_path: Path) -> N
         for run in (first, second):
             with urllib.request.urlopen(run.metrics_url(), timeout=5) as response:
                 assert b"ccpipe_events_total{" in response.read()
+
+        # The backfilled quarter-hour of a day started mid-flow gives every tile of the wall a
+        # number at once: no "-" waiting for a first resolution or a 15-minute row.
+        def empty_tiles() -> list[str]:
+            with urllib.request.urlopen(first.wall_url() + "wall.json", timeout=5) as response:
+                model = json.load(response)
+            empty = [f"{tile['channel']} {field}" for tile in model["channels"] for field in WALL_NUMBERS
+                     if tile[field] is None]  # fmt: skip
+            return empty + ([] if len(model["channels"]) == 6 and model["agents"] else ["channels or agents"])
+
+        wait_until(empty_tiles, timeout=90, what="every wall tile with a number")
 
         # A child that dies is noticed at once, with the end of its log.
         simulator = int(first.wait_for(r"simulator  pid (\d+)").group(1))

@@ -357,11 +357,9 @@ def test_the_interval_report_sums_the_windows_of_each_local_interval(
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    from streaming import with_agent_states
-
     shift = 1772953200.0 - 1772442000.0  # the scenario moved to 2026-03-08 07:00 UTC, 03:00 New York (EDT)
     lines = [orjson.dumps(e | {"timestamp": e["timestamp"] - 3 * 3600 + shift})
-             for e in map(orjson.loads, with_agent_states(scenario(1800)))]  # fmt: skip
+             for e in map(orjson.loads, scenario(1800, agents=True))]  # fmt: skip
     # One partition: agent time of the windows still open at the end runs to that partition's
     # newest event, as in the reference (the merge over partitions is the views' own, tested above).
     asyncio.run(write_all(backend, list(run_partitioned(lines, partitions=1))))
