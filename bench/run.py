@@ -1,7 +1,8 @@
 """End-to-end figures of ccpipe against its baselines, side by side in one run.
 
 On one embedded broker, with the same simulated events (all types, about 30% customer messages
-with text, most texts unique), each consumer reading them from a pre-loaded topic:
+with text, most texts unique, about a quarter agent states), each consumer reading them from a
+pre-loaded topic:
 
 - ceiling: bare aiokafka getmany + orjson + dict counts;
 - faust floor: Faust `take(2000)`, raw values, orjson, dict counts, no tables;

@@ -54,7 +54,8 @@ COUNTERS = (*PROCESSED, "ccpipe_store_rows_written_total")
 
 
 def simulated_lines(count: int) -> list[bytes]:
-    """`count` simulated events: all types, about 30% customer messages with text."""
+    """`count` simulated events: all types, about 30% customer messages with text, about a
+    quarter agent states (the simulator's agents handle its conversations)."""
     events = Simulator(SimulationSettings(conversations=count // 8)).events()
     return [orjson.dumps(e) for e in itertools.islice(events, count)]
 

@@ -362,9 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--warm-up",
         type=_non_negative_seconds,
-        default=1800.0,
-        help="simulate this long before the start without sending it, so the day starts mid-flow: "
-        "conversations open, agents busy (default 1800 s)",
+        default=600.0,
+        help="simulate this long before the start without sending it, so the day starts mid-flow "
+        "with agents busy (default 600 s)",
     )
     simulate.add_argument(
         "--spike", default=None, metavar="CHANNEL", help="most of CHANNEL's agents leave for a meeting"

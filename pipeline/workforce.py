@@ -87,7 +87,12 @@ class Workforce:
     # The roster: pure functions of (channel, queue or agent, hour).
 
     def _need(self, channel: str, queue: str, hour: int) -> int:
-        load = self.arrivals(channel, queue, hour) * self.handle[channel]
+        """Erlang C on the hour's forecast, or on the hour before while the queue stays open: agents
+        stay on while the contacts of a busier hour are still being handled."""
+        rate = self.arrivals(channel, queue, hour)
+        if rate > 0:
+            rate = max(rate, self.arrivals(channel, queue, hour - 1))
+        load = rate * self.handle[channel]
         agents, _ = required_agents(
             load, self.handle[channel], min(ROSTER_ANSWER_SHARE * self.targets(channel), ROSTER_ANSWER_MAX),
             service_level=ROSTER_SERVICE_LEVEL, shrinkage=ROSTER_SHRINKAGE,
@@ -184,11 +189,11 @@ class Workforce:
             staff = max(self._staff(channel, hour), self._staff(channel, hour - 1))
             for index in range(staff):
                 agent = self._agent(channel, index)
-                previous = self.segments(channel, index, hour - 1)[-1]
+                before = self.segments(channel, index, hour - 1)[-1][2:]
                 for start, _, state, queue in self.segments(channel, index, hour):
-                    if (state, queue) != previous[2:] and start > agent.free_at:
+                    if (state, queue) != before and start > agent.free_at:  # a busy agent says it later
                         self._plan(agent, start, state, queue)
-                    previous = (start, 0.0, state, queue)
+                    before = (state, queue)
 
     def _agent(self, channel: str, index: int) -> Agent:
         key = (channel, index)

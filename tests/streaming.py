@@ -31,12 +31,23 @@ from pipeline.simulate import SimulationSettings, Simulator
 Sample = tuple[str, tuple[tuple[str, str], ...]]
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def unique_port() -> int:
+    """A free port not handed out before in this test session (the OS may offer one twice)."""
+    while (port := free_port()) in _HANDED_OUT:
+        pass
+    _HANDED_OUT.add(port)
+    return port
+
+
 class WorkerProcess:
     """`ccpipe worker` in its own process, configured only through the environment."""
 
     def __init__(self, bootstrap: str, workdir: Path, **env: str) -> None:
-        self.port = free_port()
-        self.query_port = free_port()
+        self.port = unique_port()
+        self.query_port = unique_port()
         self.log = workdir / f"worker-{self.port}.log"
         self.env = dict(os.environ)
         self.env.update({
@@ -58,9 +69,19 @@ class WorkerProcess:
         return f"http://{LOOPBACK}:{self.port}/metrics"
 
     def start(self) -> WorkerProcess:
+        """Start it and wait until it serves /metrics; a worker that exits instead fails here, with
+        its log, rather than as a check that times out."""
         self.process = spawn_cli(["worker"], self.env, self.log)
         wait_for_port(LOOPBACK, self.port, timeout=60)
-        return self
+        deadline = time.monotonic() + 60
+        while self.process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                self.scrape()
+                return self
+            time.sleep(0.2)
+        raise AssertionError(
+            f"the worker did not serve /metrics: {self.log.read_text(errors='replace')[-2000:]}"
+        )
 
     def kill(self) -> None:
         assert self.process is not None

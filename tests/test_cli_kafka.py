@@ -60,14 +60,16 @@ def test_replay_keys_by_customer_and_keeps_order_per_key(
 
 def test_simulate_sends_every_kind_of_traffic(broker: EmbeddedBroker, topics: dict[str, str]) -> None:
     env = {"CCPIPE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, **topics}
-    result = ccpipe(["simulate", "--rate", "400", "--duration", "20", "--events", "20000"], env)
+    result = ccpipe(["simulate", "--rate", "100", "--duration", "20", "--events", "20000"], env)
     assert result.returncode == 0, result.stderr.decode()
     events = [orjson.loads(value) for _, _, value in consume(broker, topics["CCPIPE_INPUT_TOPIC"])]
     assert len(events) > 500
     types = Counter(e["type"] for e in events)
-    assert {"conversation_started", "message", "agent_assigned"} <= set(types)
-    assert len({e["channel"] for e in events}) >= 4
-    assert len({e["queue"] for e in events}) >= 3
+    assert {"conversation_started", "message", "agent_assigned", "agent_state"} <= set(types)
+    conversations = [e for e in events if e["type"] != "agent_state"]
+    assert len({e["channel"] for e in conversations}) >= 4
+    assert len({e["queue"] for e in conversations}) >= 3
+    assert {e["state"] for e in events if e["type"] == "agent_state"} >= {"available", "on_contact"}
     authors = Counter(e.get("author") for e in events if e["type"] == "message")
     assert authors["customer"] and authors["bot"] and authors["agent"]
 

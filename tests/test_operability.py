@@ -54,7 +54,7 @@ class Run:
         env = dict(os.environ, CCPIPE_KAFKA_SESSION_TIMEOUT_SECONDS="6")
         self.process = spawn(
             [sys.executable, "-m", "pipeline.cli", "run", "--data-dir", str(workdir / "run"), "--rate", "30",
-             "--duration", "300", *(_free_ports() if free_ports else ()), *args], self.out, env,
+             "--backfill", "0", "--duration", "300", *(_free_ports() if free_ports else ()), *args], self.out, env,
         )  # fmt: skip
 
     def text(self) -> str:
@@ -151,7 +151,7 @@ def test_two_runs_side_by_side_busy_ports_and_a_dying_child(tmp_path: Path) -> N
         ]
         assert time.monotonic() - began < 10 and not (tmp_path / "refused").exists()
 
-    first = Run(tmp_path / "a")
+    first = Run(tmp_path / "a", "--backfill", "900")  # as `make run`
     with occupied(9464), occupied(9465), occupied(9466):  # busy defaults are replaced, and said so
         second = Run(tmp_path / "b", free_ports=False)
         second.wait_for(r"port 9464 is busy; using \d+ \(--metrics-port picks another\)")

@@ -5,6 +5,7 @@ hour is staffed, and a spike ("fewer agents") leaves the channel short, so its c
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections import defaultdict
 from functools import cache
@@ -90,32 +91,36 @@ def test_every_answered_conversation_is_handled_by_an_agent_of_its_queue_and_cha
     assert 0.15 < share < 0.4, f"agent events are {share:.0%} of the stream"
 
 
-def test_a_normal_hour_is_staffed_and_a_spike_leaves_its_channel_short_and_waiting() -> None:
-    def gauges(events: tuple[Any, ...], until: float) -> tuple[dict[Any, float], Engine]:
-        engine = Engine()
-        engine.process([decode_event(orjson.dumps(e)) for e in events if e["timestamp"] < until])
-        return expected_merged([engine]), engine
+def gauges_at(events: tuple[Any, ...], cuts: tuple[float, ...]) -> list[dict[Any, float]]:
+    """The engine's rolling and staffing gauges after the events before each cut, in turn."""
+    engine, done, seen = Engine(), 0, []
+    ordered = sorted(events, key=lambda e: e["timestamp"])
+    times = [e["timestamp"] for e in ordered]
+    for cut in cuts:
+        end = bisect.bisect_left(times, cut)
+        engine.process([decode_event(orjson.dumps(e)) for e in ordered[done:end]])
+        done = end
+        seen.append(expected_merged([engine]))
+    return seen
 
+
+def test_a_normal_hour_is_staffed_and_a_spike_leaves_its_channel_short_and_waiting() -> None:
     def of(samples: dict[Any, float], name: str, channel: str, queue: str) -> float:
         return samples[(name, (("channel", channel), ("queue", queue)))]
 
+    during = SPIKE_START + 900
+    *calms, normal = gauges_at(day(), (NINE + 900, NINE + 1200, SPIKE_START, during))
     pools = list(itertools.product(("phone", "chat"), ("billing", "tech", "sales")))
-    ratios = []
-    for cut in (NINE + 900, NINE + 1200, SPIKE_START):  # a calm half hour (the rows need 15 minutes)
-        calm, _ = gauges(day(), cut)
-        ratios += [
-            of(calm, "ccpipe_agents_staffed", *pool) / of(calm, "ccpipe_agents_required", *pool)
-            for pool in pools
-        ]
-    # Chance moves the agents Erlang C asks for from minute to minute; the roster has room for it.
+    # A calm half hour (the rows need 15 minutes). Chance moves the agents Erlang C asks for from
+    # minute to minute; the roster has room for it.
+    ratios = [of(calm, "ccpipe_agents_staffed", *pool) / of(calm, "ccpipe_agents_required", *pool)
+              for calm in calms for pool in pools]  # fmt: skip
     assert sum(ratios) / len(ratios) > 1.1 and sum(r >= 1 for r in ratios) >= 0.8 * len(ratios), ratios
-    occupancy = [v for (name, labels), v in calm.items() if name == "ccpipe_agent_occupancy_ratio"
+    occupancy = [v for (name, labels), v in calms[-1].items() if name == "ccpipe_agent_occupancy_ratio"
                  and ("window", "15m") in labels]  # fmt: skip
     assert occupancy and all(0.3 < v < 0.95 for v in occupancy)
 
-    during = SPIKE_START + 900
-    normal, _ = gauges(day(), during)
-    short, _ = gauges(day("phone"), during)
+    (short,) = gauges_at(day("phone"), (during,))
     for queue in ("billing", "tech", "sales"):
         assert of(short, "ccpipe_agents_staffed", "phone", queue) < of(
             short, "ccpipe_agents_required", "phone", queue

@@ -4,6 +4,7 @@ when CCPIPE_TEST_CLICKHOUSE_URL is set (clickhouse://user:pass@host:9000/db)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import time
@@ -348,6 +349,18 @@ def test_agent_windows_and_handle_time_in_the_views_equal_compute(backend: Backe
     assert len(handled) == 8
 
 
+@functools.cache
+def _dst_day() -> tuple[list[Any], Run]:
+    """Half an hour of simulated traffic with agents moved to 2026-03-08 04:00 UTC, the night New
+    York springs forward, as one partition's batches (agent time of the windows still open at the
+    end runs to that partition's newest event, as in the reference; the merge over partitions is
+    the views' own, tested above) and the reference run."""
+    shift = 1772953200.0 - 1772442000.0  # 09:00 UTC of the scenario to 2026-03-08 07:00 UTC
+    lines = [orjson.dumps(e | {"timestamp": e["timestamp"] - 3 * 3600 + shift})
+             for e in map(orjson.loads, scenario(1800, agents=True))]  # fmt: skip
+    return list(run_partitioned(lines, partitions=1)), Run([orjson.loads(line) for line in lines])
+
+
 @pytest.mark.parametrize(("minutes", "tz"), [(15, "UTC"), (30, "America/New_York"), (60, "Asia/Kolkata")])
 def test_the_interval_report_sums_the_windows_of_each_local_interval(
     backend: Backend, minutes: int, tz: str
@@ -357,13 +370,8 @@ def test_the_interval_report_sums_the_windows_of_each_local_interval(
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    shift = 1772953200.0 - 1772442000.0  # the scenario moved to 2026-03-08 07:00 UTC, 03:00 New York (EDT)
-    lines = [orjson.dumps(e | {"timestamp": e["timestamp"] - 3 * 3600 + shift})
-             for e in map(orjson.loads, scenario(1800, agents=True))]  # fmt: skip
-    # One partition: agent time of the windows still open at the end runs to that partition's
-    # newest event, as in the reference (the merge over partitions is the views' own, tested above).
-    asyncio.run(write_all(backend, list(run_partitioned(lines, partitions=1))))
-    run = Run([orjson.loads(line) for line in lines])
+    batches, run = _dst_day()
+    asyncio.run(write_all(backend, batches))
     zone = ZoneInfo(tz)
 
     def local_start(t: float) -> str:

@@ -112,9 +112,9 @@ def bounded_worker(
             super().on_worker_shutdown()
 
         def _crash(self, reason: BaseException) -> None:  # mode.services.Service
-            super()._crash(reason)
             if isinstance(reason, asyncio.CancelledError) and self.should_stop:
                 return  # a stop cancelling a service mid-restart (a rebalance) is no crash
+            super()._crash(reason)
             self.fail(f"ccpipe worker: a service crashed ({reason!r}); exiting", EXIT_CRASHED)
 
         def fail(self, line: str, code: int) -> None:
