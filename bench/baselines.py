@@ -89,7 +89,7 @@ def faust_app(kind: str, bootstrap: str, topic: str, events: int) -> None:
         class Interaction(faust.Record, serializer="json"):
             event_id: str
             type: str
-            channel: str
+            channel: str = ""  # agent states have none
 
         source = app.topic(topic, value_type=Interaction, key_serializer="raw")
         by_channel = app.topic(
@@ -143,7 +143,9 @@ def quix(bootstrap: str, topic: str, events: int) -> None:
             os._exit(0)
 
     frame = app.dataframe(source)
-    frame = frame.group_by(lambda value: f"{value['channel']}|{value['queue']}", name="channel_queue")
+    frame = frame.group_by(  # agent states have no channel or queue: one group of their own
+        lambda value: f"{value.get('channel', '')}|{value.get('queue', '')}", name="channel_queue"
+    )
     frame = frame.apply(lambda value: {"score": value.get("sentiment") or 0.0})
     window = frame.tumbling_window(
         timedelta(seconds=60), grace_ms=timedelta(days=2), on_late=lambda *_: False

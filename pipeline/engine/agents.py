@@ -25,6 +25,8 @@ from pipeline.events import DEFAULT_QUEUE, HANDLING, Event
 
 Key = tuple[str, str]  # (channel, queue)
 Served = tuple[str, tuple[str, ...], tuple[str, ...] | None]  # (state, queues, channels or None: all)
+# What an agent adds to windows: (start, queue, state index) -> seconds, (start, (channel, queue)) -> seconds.
+Added = tuple[dict[tuple[float, str, int], float], dict[tuple[float, Key], float]]
 STATES = ("available", "on_contact", "after_contact_work", "away")  # every state that counts somewhere
 STAFFED = frozenset({"available", "on_contact", "after_contact_work"})
 _INDEX = {state: i for i, state in enumerate(STATES)}
@@ -56,9 +58,17 @@ class Agent:
     # (start, (channel, queue)) -> handle seconds.
     parts: dict[tuple[float, str, int], float] = field(default_factory=dict)
     handle: dict[tuple[float, Key], float] = field(default_factory=dict)
+    # `parts` and `handle` hold the time up to `settled`; with no event since (`dirty` false)
+    # only the latest state (`tail`, with the queues in force) runs on, and the windows hold it
+    # up to `until` (added for all such agents at once, not kept per agent).
+    settled: float = -math.inf
+    until: float = -math.inf
+    dirty: bool = True
+    tail: tuple[AgentEvent, tuple[str, ...]] | None = None
 
     def add(self, event: AgentEvent) -> None:
         bisect.insort(self.events, event, key=lambda e: (e.t, e.event_id))
+        self.dirty = True
 
     def timeline(self) -> Iterator[tuple[AgentEvent, tuple[str, ...], tuple[str, ...] | None]]:
         """Each event with the queues and channels in force from it on."""
@@ -159,37 +169,83 @@ class Agents:
 
     def refresh(self, open_from: float, newest: float, handle: Callable[[Key, float, float], None]) -> None:
         """Bring every agent's parts of the open windows (from `open_from` on) up to `newest`;
-        `handle(key, window_start, seconds)` adds handle time to a section 3 window."""
+        `handle(key, window_start, seconds)` adds handle time to a section 3 window. An agent with
+        a new event is recomputed; every other one only runs its latest state on, and agents
+        running the same state over the same span are added at once."""
+        # (begin, end, state, queues, contact) -> (one such latest event, how many agents run it)
+        running: dict[tuple[float, float, str, tuple[str, ...], Key | None], tuple[AgentEvent, int]] = {}
         for agent in self.agents.values():
-            self._refresh(agent, open_from, newest, handle)
+            if agent.dirty or agent.tail is None:
+                self._recompute(agent, open_from, newest, handle)
+                continue
+            event, queues = agent.tail
+            begin, end = max(agent.until, open_from, event.t), min(newest, event.t + self.stale)
+            agent.until = max(agent.until, newest)
+            if event.state != "offline" and end > begin:
+                key = (begin, end, event.state, queues, event.contact)
+                running[key] = (event, running[key][1] + 1 if key in running else 1)
+        for (begin, end, _, queues, _), (event, count) in running.items():
+            added: dict[tuple[float, str, int], float] = {}
+            handled: dict[tuple[float, Key], float] = {}
+            self._add((added, handled), event, queues, begin, end)
+            for (start, queue, index), seconds in added.items():
+                self._window(start, queue).add(index, seconds * count)
+            for (start, key), seconds in handled.items():
+                handle(key, start, round(seconds * count, _DIGITS))
 
-    def _refresh(self, agent: Agent, open_from: float, newest: float,
-                 handle: Callable[[Key, float, float], None]) -> None:  # fmt: skip
-        latest = agent.events[-1]
-        if not agent.parts and not agent.handle and latest.state == "offline" and latest.t <= open_from:
-            return  # offline since before the open windows: it adds nothing there
+    def _recompute(self, agent: Agent, open_from: float, newest: float,
+                   handle: Callable[[Key, float, float], None]) -> None:  # fmt: skip
+        """The agent's parts of the open windows from its events, applied as a difference from
+        what it added before (its parts and what its latest state ran on since)."""
+        before, handled_before = self._added(agent, open_from)
         parts: dict[tuple[float, str, int], float] = {}
         handled: dict[tuple[float, Key], float] = {}
         timeline = list(agent.timeline())
         for i, (event, queues, _) in enumerate(timeline):
             end = timeline[i + 1][0].t if i + 1 < len(timeline) else newest
-            end = min(end, event.t + self.stale, newest)
-            begin = max(event.t, open_from)
-            if end <= begin or event.state == "offline":
-                continue
-            index = _INDEX[event.state]
-            for start, seconds in self._split(begin, end):
-                for queue in queues:
-                    part = (start, queue, index)
-                    parts[part] = round(parts.get(part, 0.0) + seconds, _DIGITS)
-                if event.contact is not None:
-                    contact = (start, event.contact)
-                    handled[contact] = round(handled.get(contact, 0.0) + seconds, _DIGITS)
-        for (start, queue, index), seconds in _difference(agent.parts, parts):
+            self._add(
+                (parts, handled),
+                event,
+                queues,
+                max(event.t, open_from),
+                min(end, event.t + self.stale, newest),
+            )
+        for (start, queue, index), seconds in _difference(before, parts):
             self._window(start, queue).add(index, seconds)
-        for (start, key), seconds in _difference(agent.handle, handled):
+        for (start, key), seconds in _difference(handled_before, handled):
             handle(key, start, seconds)
         agent.parts, agent.handle = parts, handled
+        agent.settled = agent.until = newest
+        agent.dirty, agent.tail = False, timeline[-1][:2]
+
+    def _added(
+        self, agent: Agent, open_from: float
+    ) -> tuple[dict[tuple[float, str, int], float], dict[tuple[float, Key], float]]:
+        """What the agent holds in the open windows: its parts and its latest state's run since
+        `settled` (the same seconds a recomputation gives: every time is a decimal of at most
+        `_DIGITS` places)."""
+        parts = {k: v for k, v in agent.parts.items() if k[0] >= open_from}
+        handled = {k: v for k, v in agent.handle.items() if k[0] >= open_from}
+        if agent.tail is not None:
+            event, queues = agent.tail
+            begin = max(agent.settled, open_from, event.t)
+            self._add((parts, handled), event, queues, begin, min(agent.until, event.t + self.stale))
+        return parts, handled
+
+    def _add(self, into: Added, event: AgentEvent, queues: tuple[str, ...], begin: float, end: float) -> None:
+        """The seconds of `event`'s state in [begin, end), per window, into the parts (per queue)
+        and, for a contact, the handle time of `into`."""
+        parts, handled = into
+        if end <= begin or event.state == "offline":
+            return
+        index = _INDEX[event.state]
+        for start, seconds in self._split(begin, end):
+            for queue in queues:
+                part = (start, queue, index)
+                parts[part] = round(parts.get(part, 0.0) + seconds, _DIGITS)
+            if event.contact is not None:
+                contact = (start, event.contact)
+                handled[contact] = round(handled.get(contact, 0.0) + seconds, _DIGITS)
 
     def _split(self, begin: float, end: float) -> Iterator[tuple[float, float]]:
         """(window start, seconds) of [begin, end) cut at window boundaries."""
@@ -241,10 +297,11 @@ class Agents:
             agent.channels = event.channels if event.channels is not None else agent.channels
         del events[:cut]
 
-    def forget_stale(self, newest: float) -> None:
+    def forget_stale(self, newest: float, open_from: float) -> None:
         """Agents whose latest event is past the stale bound and who add to no open window."""
         gone = [name for name, agent in self.agents.items()
-                if not agent.parts and agent.events and newest - agent.events[-1].t > self.stale]  # fmt: skip
+                if agent.events and newest - agent.events[-1].t > self.stale
+                and not any(self._added(agent, open_from))]  # fmt: skip
         for name in gone:
             del self.agents[name]
 

@@ -26,7 +26,7 @@ from pipeline.settings import ROLLING_SPANS, EngineSettings
 
 # The shape of an engine's state; a checkpoint of another shape is not restored (bump it when
 # the engine's, a conversation's or a window's attributes change).
-STATE_FORMAT = 5
+STATE_FORMAT = 6
 
 # Deadlines kept in the timer heap.
 _FCR_FINAL, _EVICT = 0, 1
@@ -362,7 +362,7 @@ class Engine:
             self._refresh_agents()
             self._batch.windows.extend(self.windows.advance(watermark))
             self._batch.agent_windows.extend(self.agents.seal(boundary))
-            self.agents.forget_stale(newest)
+            self.agents.forget_stale(newest, boundary)
         self.event_ids.expire(newest)
         self.closed.expire(newest)
         timers = self._timers
