@@ -82,6 +82,7 @@ class Workforce:
         self._planned_hour: int | None = None
         self._turn: dict[tuple[str, str], int] = {}
         self.need = lru_cache(maxsize=16384)(self._need)
+        self.shares = lru_cache(maxsize=16384)(self._shares)
         self.segments = lru_cache(maxsize=65536)(self._segments)
 
     # The roster: pure functions of (channel, queue or agent, hour).
@@ -99,24 +100,21 @@ class Workforce:
         )  # fmt: skip
         return agents
 
-    def duty(self, channel: str, index: int, hour: int) -> tuple[str, int] | None:
-        """The queue agent `index` serves in `hour` and its rank among that queue's agents."""
-        before = 0
+    def _shares(self, channel: str, hour: int) -> dict[str, range]:
+        """The indexes of the channel's agents each queue takes in `hour`, in the queues' order."""
+        shares, before = {}, 0
         for queue in self.queues:
             need = self.need(channel, queue, hour)
-            if index < before + need:
-                return queue, index - before
+            shares[queue] = range(before, before + need)
             before += need
-        return None
+        return shares
 
-    def _ranges(self, channel: str, queue: str, hour: int) -> range:
-        before = 0
-        for name in self.queues:
-            need = self.need(channel, name, hour)
-            if name == queue:
-                return range(before, before + need)
-            before += need
-        return range(0)
+    def duty(self, channel: str, index: int, hour: int) -> tuple[str, int] | None:
+        """The queue agent `index` serves in `hour` and its rank among that queue's agents."""
+        for queue, indexes in self.shares(channel, hour).items():
+            if index in indexes:
+                return queue, index - indexes.start
+        return None
 
     def _segments(self, channel: str, index: int, hour: int) -> tuple[Segment, ...]:
         """The agent's schedule in `hour`: available for a queue, away (break, meeting) or offline."""
@@ -182,7 +180,7 @@ class Workforce:
         self._planned_hour = hour
 
     def _staff(self, channel: str, hour: int) -> int:
-        return sum(self.need(channel, queue, hour) for queue in self.queues)
+        return sum(len(indexes) for indexes in self.shares(channel, hour).values())
 
     def _plan_hour(self, hour: int) -> None:
         for channel in self.handle:
@@ -222,7 +220,7 @@ class Workforce:
         None when nobody can start before `latest` (the customer gives up)."""
         hour = int(earliest // HOUR)
         while hour * HOUR < latest:
-            candidates = self._ranges(channel, queue, hour)
+            candidates = self.shares(channel, hour)[queue]
             if candidates:
                 best: tuple[Agent, float] | None = None
                 turn = self._turn.get((channel, queue), 0)

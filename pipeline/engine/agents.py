@@ -218,9 +218,7 @@ class Agents:
         agent.settled = agent.until = newest
         agent.dirty, agent.tail = False, timeline[-1][:2]
 
-    def _added(
-        self, agent: Agent, open_from: float
-    ) -> tuple[dict[tuple[float, str, int], float], dict[tuple[float, Key], float]]:
+    def _added(self, agent: Agent, open_from: float) -> Added:
         """What the agent holds in the open windows: its parts and its latest state's run since
         `settled` (the same seconds a recomputation gives: every time is a decimal of at most
         `_DIGITS` places)."""
