@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 from storage import assert_views_equal_compute
-from streaming import WorkerProcess, differences, expected_rolling, rolling_part, scenario, wait_until
+from streaming import Sample, WorkerProcess, differences, expected_rolling, rolling_part, scenario, wait_until
 
 from pipeline.broker import EmbeddedBroker
+from pipeline.engine import Engine
 from pipeline.produce import send_lines
 from pipeline.settings import WorkerSettings
 from pipeline.store.backends import open_backend
@@ -24,9 +25,10 @@ PARTITIONS = "6"
 KEYED = ("ccpipe_conversations_waiting", "ccpipe_oldest_waiting_seconds")
 
 
-def union_problems(workers: list[WorkerProcess], lines: list[bytes]) -> list[str]:
-    """What keeps the workers' gauges together from being the one-engine answer."""
-    want, engine = expected_rolling(lines)
+def union_problems(workers: list[WorkerProcess], expected: tuple[dict[Sample, float], Engine]) -> list[str]:
+    """What keeps the workers' gauges together from being the one-engine answer (`expected`:
+    `expected_rolling` of the lines sent, computed once)."""
+    want, engine = expected
     waiting = {key: count for key, (count, _) in engine.waiting(time.time()).items()}
     scrapes = [worker.scrape() for worker in workers]
     exported = Counter(
@@ -74,6 +76,7 @@ def test_three_workers_equal_one_engine_across_a_sigkill(
     ensure_topics(settings)
     lines = scenario(900, seed=21)
     half = len(lines) // 2
+    first_half, whole = expected_rolling(lines[:half]), expected_rolling(lines)
     workers = []
     for n in range(3):
         (tmp_path / f"w{n}").mkdir()
@@ -84,14 +87,12 @@ def test_three_workers_equal_one_engine_across_a_sigkill(
         for worker in workers:
             worker.start()
         send_lines(settings, lines[:half])
-        wait_until(
-            lambda: union_problems(workers, lines[:half]), timeout=240, what="three workers, first half"
-        )
+        wait_until(lambda: union_problems(workers, first_half), timeout=240, what="three workers, first half")
 
         workers[1].kill()
         survivors = [workers[0], workers[2]]
         send_lines(settings, lines[half:])
-        wait_until(lambda: union_problems(survivors, lines), timeout=300, what="two workers after a SIGKILL")
+        wait_until(lambda: union_problems(survivors, whole), timeout=300, what="two workers after a SIGKILL")
     finally:
         for worker in workers:
             worker.stop()
