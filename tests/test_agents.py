@@ -132,9 +132,12 @@ def _events(drawn: list[Any]) -> list[dict[str, Any]]:
     return events
 
 
-def _intervals(events: list[dict[str, Any]], newest: float) -> float:
-    """Agent seconds by hand: each event to the agent's next (or the newest), times its queues."""
-    total = 0.0
+def _by_hand(
+    events: list[dict[str, Any]], newest: float, stale: float
+) -> dict[tuple[float, str], list[float]]:
+    """Agent seconds by hand, per (minute window, queue) and state: each event to the agent's
+    next one (or the newest event), at most `stale` seconds, in each of its queues."""
+    rows: dict[tuple[float, str], list[float]] = {}
     by_agent: dict[str, list[dict[str, Any]]] = {}
     for e in sorted(events, key=lambda e: (e["timestamp"], e["event_id"])):
         by_agent.setdefault(e["agent_id"], []).append(e)
@@ -142,23 +145,30 @@ def _intervals(events: list[dict[str, Any]], newest: float) -> float:
         queues = ["default"]
         for i, e in enumerate(timeline):
             queues = e.get("queues", queues)
-            end = timeline[i + 1]["timestamp"] if i + 1 < len(timeline) else newest
-            if e["state"] != "offline":
-                total += (end - e["timestamp"]) * len(queues)
-    return total
+            begin = e["timestamp"]
+            end = min(timeline[i + 1]["timestamp"] if i + 1 < len(timeline) else newest, begin + stale)
+            if e["state"] == "offline":
+                continue
+            start = T0 + 60 * ((begin - T0) // 60)
+            while start < end:
+                for queue in queues:
+                    seconds = rows.setdefault((start, queue), [0.0] * len(STATES))
+                    seconds[STATES.index(e["state"])] += min(end, start + 60) - max(begin, start)
+                start += 60
+    return {key: seconds for key, seconds in rows.items() if any(seconds)}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(drawn=agent_events, batch=st.integers(1, 12))
-def test_agent_time_is_conserved_and_occupancy_is_a_share(drawn: list[Any], batch: int) -> None:
+@given(drawn=agent_events, batch=st.integers(1, 12), stale=st.sampled_from([45.0, 200.0, 28800.0]))
+def test_agent_time_is_conserved_and_occupancy_is_a_share(drawn: list[Any], batch: int, stale: float) -> None:
     events = sorted(_events(drawn), key=lambda e: e["timestamp"])  # in order: nothing is late
     newest = max(e["timestamp"] for e in events)
-    run = AgentRun(events, batch_size=batch)
-    counted = sum(row["staffed_seconds"] + row["away_seconds"] for row in run.agents.values())
-    assert counted == pytest.approx(_intervals(events, newest), abs=1e-4)
-    for row in run.agents.values():
+    run = AgentRun(events, EngineSettings(agent_stale_seconds=stale), batch_size=batch)
+    want = _by_hand(events, newest, stale)
+    assert set(run.agents) == set(want)
+    for key, row in run.agents.items():
+        assert [row[f"{state}_seconds"] for state in STATES] == pytest.approx(want[key], abs=1e-6)
         assert row["occupancy_ratio"] is None or 0 <= row["occupancy_ratio"] <= 1
-        assert all(row[f"{state}_seconds"] >= 0 for state in STATES)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -167,7 +177,9 @@ def test_arrival_order_within_the_lateness_changes_no_row(drawn: list[Any], seed
     events = sorted(_events(drawn), key=lambda e: e["timestamp"])
     shuffled = list(events)
     random.Random(seed).shuffle(shuffled)  # everything lies within 900 s: a lateness of 1000 covers it
-    lenient = EngineSettings(allowed_lateness_seconds=1000, idle_timeout_seconds=1000)
+    lenient = EngineSettings(
+        allowed_lateness_seconds=1000, idle_timeout_seconds=1000, agent_stale_seconds=200
+    )
     assert AgentRun(shuffled, lenient, batch).agents == AgentRun(events, lenient).agents
 
 

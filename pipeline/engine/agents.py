@@ -7,15 +7,17 @@ and the time in `on_contact` and `after_contact_work` also to the handle time of
 (channel, queue) in the section 3 window rows.
 
 Windows that are final never change, so only the open part — from the watermark's window
-boundary to the newest event time — is recomputed: each agent remembers what it added to open
-windows and applies the difference, like a conversation's samples. Results do not depend on
-arrival order within the allowed lateness nor on how the input is cut into batches, since a
-window is sealed only after every agent's time up to that moment has been added.
+boundary to the newest event time — ever changes: agents whose latest state runs on are moved
+on together per distinct run, and an agent with a new event has its timeline from that event on
+taken out of the open windows and put in again with the event. Results do not depend on arrival
+order within the allowed lateness nor on how the input is cut into batches, since a window is
+sealed only after every agent's time up to that moment has been added.
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,8 +27,6 @@ from pipeline.events import DEFAULT_QUEUE, HANDLING, Event
 
 Key = tuple[str, str]  # (channel, queue)
 Served = tuple[str, tuple[str, ...], tuple[str, ...] | None]  # (state, queues, channels or None: all)
-# What an agent adds to windows: (start, queue, state index) -> seconds, (start, (channel, queue)) -> seconds.
-Added = tuple[dict[tuple[float, str, int], float], dict[tuple[float, Key], float]]
 STATES = ("available", "on_contact", "after_contact_work", "away")  # every state that counts somewhere
 STAFFED = frozenset({"available", "on_contact", "after_contact_work"})
 _INDEX = {state: i for i, state in enumerate(STATES)}
@@ -46,6 +46,10 @@ class AgentEvent:
     contact: Key | None  # the (channel, queue) of the contact handled, for handle time
 
 
+# The run of an agent's latest state: (state, queues, channels or None: all, contact).
+Running = tuple[str, tuple[str, ...], tuple[str, ...] | None, Key | None]
+
+
 @dataclass(slots=True)
 class Agent:
     """One agent's events from the last one before the open windows on, in event time."""
@@ -54,40 +58,18 @@ class Agent:
     # What the pruned events left: the queues and channels in force before `events[0]`.
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     channels: tuple[str, ...] | None = None
-    # What this agent added to open windows: (start, queue, state index) -> seconds, and
-    # (start, (channel, queue)) -> handle seconds.
-    parts: dict[tuple[float, str, int], float] = field(default_factory=dict)
-    handle: dict[tuple[float, Key], float] = field(default_factory=dict)
-    # `parts` and `handle` hold the time up to `settled`; with no event since (`dirty` false)
-    # only the latest state (`tail`, with the queues in force) runs on, and the windows hold it
-    # up to `until` (added for all such agents at once, not kept per agent).
-    settled: float = -math.inf
-    until: float = -math.inf
-    dirty: bool = True
-    tail: tuple[AgentEvent, tuple[str, ...]] | None = None
+    # Events received but not yet in the windows (the next refresh puts them there).
+    fresh: list[AgentEvent] = field(default_factory=list)
+    # The run of the latest state the windows are being given, None when offline or stale.
+    running: Running | None = None
 
-    def add(self, event: AgentEvent) -> None:
-        bisect.insort(self.events, event, key=lambda e: (e.t, e.event_id))
-        self.dirty = True
-
-    def timeline(self) -> Iterator[tuple[AgentEvent, tuple[str, ...], tuple[str, ...] | None]]:
-        """Each event with the queues and channels in force from it on."""
+    def latest(self) -> tuple[AgentEvent, tuple[str, ...], tuple[str, ...] | None]:
+        """The latest event with the queues and channels in force from it on."""
         queues, channels = self.queues, self.channels
         for event in self.events:
             queues = event.queues if event.queues is not None else queues
             channels = event.channels if event.channels is not None else channels
-            yield event, queues, channels
-
-    def current(
-        self, newest: float, stale: float
-    ) -> tuple[str, tuple[str, ...], tuple[str, ...] | None] | None:
-        """The latest event's state, queues and channels; None when offline or stale."""
-        latest = None
-        for latest in self.timeline():  # noqa: B007 - the last one is wanted
-            pass
-        if latest is None or latest[0].state == "offline" or newest - latest[0].t > stale:
-            return None
-        return latest[0].state, latest[1], latest[2]
+        return self.events[-1], queues, channels
 
 
 class AgentWindow:
@@ -144,7 +126,13 @@ class AgentRow:
 
 
 class Agents:
-    """Every agent of one engine, their open window parts, and the agent windows."""
+    """Every agent of one engine and the agent windows.
+
+    The open windows hold every agent's time up to `since` (the newest event time of the last
+    refresh). Agents whose latest state runs on are counted per run (`running`), so moving time
+    on costs one addition per distinct run, not one per agent; an agent with new events is
+    corrected from its earliest new event on: its old timeline there taken out, the new one put
+    in (exact: every time is a decimal of at most `_DIGITS` places, each sum rounded to it)."""
 
     def __init__(self, width: float, stale: float, retention: float) -> None:
         self.width = width
@@ -153,6 +141,14 @@ class Agents:
         self.agents: dict[str, Agent] = {}
         self.open: dict[float, dict[str, AgentWindow]] = {}
         self.final: dict[float, dict[str, AgentWindow]] = {}
+        self.since = -math.inf
+        self.running: dict[Running, int] = {}  # run -> how many agents are in it
+        # (stale bound, sequence, agent, its latest event) of running agents; entries of an
+        # agent's earlier latest events are skipped when they come up.
+        self._deadlines: list[tuple[float, int, str, AgentEvent]] = []
+        self._sequence = 0
+        self._fresh: dict[str, Agent] = {}
+        self._idle: set[str] = set()  # not running: offline or stale, forgotten once past the windows
         self._changed: set[tuple[float, str]] = set()
 
     def observe(self, event: Event) -> None:
@@ -161,89 +157,106 @@ class Agents:
         agent = self.agents.get(event.agent_id)
         if agent is None:
             agent = self.agents[event.agent_id] = Agent()
-        agent.add(
+        agent.fresh.append(
             AgentEvent(event.timestamp, event.event_id, event.state, event.queues, event.channels, contact)
         )
+        self._fresh[event.agent_id] = agent
 
     # --- time ------------------------------------------------------------------------------
 
     def refresh(self, open_from: float, newest: float, handle: Callable[[Key, float, float], None]) -> None:
-        """Bring every agent's parts of the open windows (from `open_from` on) up to `newest`;
-        `handle(key, window_start, seconds)` adds handle time to a section 3 window. An agent with
-        a new event is recomputed; every other one only runs its latest state on, and agents
-        running the same state over the same span are added at once."""
-        # (begin, end, state, queues, contact) -> (one such latest event, how many agents run it)
-        running: dict[tuple[float, float, str, tuple[str, ...], Key | None], tuple[AgentEvent, int]] = {}
-        for agent in self.agents.values():
-            if agent.dirty or agent.tail is None:
-                self._recompute(agent, open_from, newest, handle)
-                continue
-            event, queues = agent.tail
-            begin, end = max(agent.until, open_from, event.t), min(newest, event.t + self.stale)
-            agent.until = max(agent.until, newest)
-            if event.state != "offline" and end > begin:
-                key = (begin, end, event.state, queues, event.contact)
-                running[key] = (event, running[key][1] + 1 if key in running else 1)
-        for (begin, end, _, queues, _), (event, count) in running.items():
-            added: dict[tuple[float, str, int], float] = {}
-            handled: dict[tuple[float, Key], float] = {}
-            self._add((added, handled), event, queues, begin, end)
-            for (start, queue, index), seconds in added.items():
-                self._window(start, queue).add(index, seconds * count)
-            for (start, key), seconds in handled.items():
-                handle(key, start, round(seconds * count, _DIGITS))
+        """Bring the open windows (from `open_from` on) up to `newest`: each agent with new
+        events corrected from its earliest one on, every other running state run on to `newest`
+        (or to its stale bound). `handle(key, window_start, seconds)` adds handle time to a
+        section 3 window."""
+        since, fresh = self.since, self._fresh
+        begin = max(since, open_from)
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] < newest:  # latest states going stale before `newest`
+            entry = heapq.heappop(deadlines)
+            agent = self._live(entry)
+            if agent is not None and agent.running is not None:
+                if entry[2] not in fresh:
+                    self._apply(agent.running, max(begin, entry[3].t), entry[0], 1, handle)
+                self._stop(entry[2], agent)
+        for name, agent in fresh.items():
+            self._stop(name, agent)
+            # the timelines agree before the first new event; the old one is in up to `since`
+            first = max(min(since, *(event.t for event in agent.fresh)), open_from)
+            self._timeline(agent, first, since, -1, handle)
+            for event in agent.fresh:
+                bisect.insort(agent.events, event, key=lambda e: (e.t, e.event_id))
+            agent.fresh = []
+            self._prune(agent, open_from)
+            self._timeline(agent, first, newest, 1, handle)
+        for run, count in self.running.items():
+            self._apply(run, begin, newest, count, handle)
+        self.since = newest
+        for name, agent in fresh.items():
+            self._run(name, agent)
+        self._fresh = {}
+        if len(deadlines) > 2 * len(self.agents) + 64:  # drop the skipped entries
+            self._deadlines = [entry for entry in deadlines if self._live(entry) is not None]
+            heapq.heapify(self._deadlines)
 
-    def _recompute(self, agent: Agent, open_from: float, newest: float,
-                   handle: Callable[[Key, float, float], None]) -> None:  # fmt: skip
-        """The agent's parts of the open windows from its events, applied as a difference from
-        what it added before (its parts and what its latest state ran on since)."""
-        before, handled_before = self._added(agent, open_from)
-        parts: dict[tuple[float, str, int], float] = {}
-        handled: dict[tuple[float, Key], float] = {}
-        timeline = list(agent.timeline())
-        for i, (event, queues, _) in enumerate(timeline):
-            end = timeline[i + 1][0].t if i + 1 < len(timeline) else newest
-            self._add(
-                (parts, handled),
-                event,
-                queues,
-                max(event.t, open_from),
-                min(end, event.t + self.stale, newest),
-            )
-        for (start, queue, index), seconds in _difference(before, parts):
-            self._window(start, queue).add(index, seconds)
-        for (start, key), seconds in _difference(handled_before, handled):
-            handle(key, start, seconds)
-        agent.parts, agent.handle = parts, handled
-        agent.settled = agent.until = newest
-        agent.dirty, agent.tail = False, timeline[-1][:2]
+    def _live(self, entry: tuple[float, int, str, AgentEvent]) -> Agent | None:
+        """The running agent whose latest event a deadline entry names, else None."""
+        agent = self.agents.get(entry[2])
+        live = agent is not None and agent.running is not None and agent.events[-1] is entry[3]
+        return agent if live else None
 
-    def _added(self, agent: Agent, open_from: float) -> Added:
-        """What the agent holds in the open windows: its parts and its latest state's run since
-        `settled` (the same seconds a recomputation gives: every time is a decimal of at most
-        `_DIGITS` places)."""
-        parts = {k: v for k, v in agent.parts.items() if k[0] >= open_from}
-        handled = {k: v for k, v in agent.handle.items() if k[0] >= open_from}
-        if agent.tail is not None:
-            event, queues = agent.tail
-            begin = max(agent.settled, open_from, event.t)
-            self._add((parts, handled), event, queues, begin, min(agent.until, event.t + self.stale))
-        return parts, handled
+    def _timeline(self, agent: Agent, begin: float, until: float, sign: int,
+                  handle: Callable[[Key, float, float], None]) -> None:  # fmt: skip
+        """Add (`sign` 1) or take out (-1) the agent's time in [begin, until)."""
+        queues, channels, events = agent.queues, agent.channels, agent.events
+        for i, event in enumerate(events):
+            queues = event.queues if event.queues is not None else queues
+            channels = event.channels if event.channels is not None else channels
+            end = min(events[i + 1].t if i + 1 < len(events) else until, event.t + self.stale, until)
+            if end > begin:
+                run = (event.state, queues, channels, event.contact)
+                self._apply(run, max(event.t, begin), end, sign, handle)
 
-    def _add(self, into: Added, event: AgentEvent, queues: tuple[str, ...], begin: float, end: float) -> None:
-        """The seconds of `event`'s state in [begin, end), per window, into the parts (per queue)
-        and, for a contact, the handle time of `into`."""
-        parts, handled = into
-        if end <= begin or event.state == "offline":
+    def _run(self, name: str, agent: Agent) -> None:
+        """Count the agent in the run of its latest state, unless offline or stale by `since`."""
+        self._stop(name, agent)
+        event, queues, channels = agent.latest()
+        deadline = event.t + self.stale
+        if event.state == "offline" or deadline < self.since:
+            self._idle.add(name)
             return
-        index = _INDEX[event.state]
-        for start, seconds in self._split(begin, end):
+        self._idle.discard(name)
+        run = agent.running = (event.state, queues, channels, event.contact)
+        self.running[run] = self.running.get(run, 0) + 1
+        self._sequence += 1
+        heapq.heappush(self._deadlines, (deadline, self._sequence, name, event))
+
+    def _stop(self, name: str, agent: Agent) -> None:
+        """Take the agent out of the run it is counted in."""
+        run = agent.running
+        if run is not None:
+            count = self.running[run] - 1
+            if count:
+                self.running[run] = count
+            else:
+                del self.running[run]
+            agent.running = None
+            self._idle.add(name)
+
+    def _apply(self, run: Running, begin: float, end: float, weight: int,
+               handle: Callable[[Key, float, float], None]) -> None:  # fmt: skip
+        """`weight` times the seconds of `run`'s state in [begin, end), per window, to the
+        windows of its queues and, for a contact, to the handle time of its (channel, queue)."""
+        state, queues, _, contact = run
+        if end <= begin or state == "offline":
+            return
+        index = _INDEX[state]
+        for start, piece in self._split(begin, end):
+            seconds = round(piece * weight, _DIGITS)
             for queue in queues:
-                part = (start, queue, index)
-                parts[part] = round(parts.get(part, 0.0) + seconds, _DIGITS)
-            if event.contact is not None:
-                contact = (start, event.contact)
-                handled[contact] = round(handled.get(contact, 0.0) + seconds, _DIGITS)
+                self._window(start, queue).add(index, seconds)
+            if contact is not None:
+                handle(contact, start, seconds)
 
     def _split(self, begin: float, end: float) -> Iterator[tuple[float, float]]:
         """(window start, seconds) of [begin, end) cut at window boundaries."""
@@ -262,8 +275,7 @@ class Agents:
         return window
 
     def seal(self, boundary: float) -> list[AgentRow]:
-        """Every open window starting before `boundary` becomes final; their final rows. The
-        agents forget their parts there, and their events no longer needed."""
+        """Every open window starting before `boundary` becomes final; their final rows."""
         rows = []
         for start in sorted(s for s in self.open if s < boundary):
             kept = {}
@@ -274,10 +286,6 @@ class Agents:
                     kept[queue] = window
             if kept:
                 self.final[start] = kept
-        for agent in self.agents.values():
-            agent.parts = {k: v for k, v in agent.parts.items() if k[0] >= boundary}
-            agent.handle = {k: v for k, v in agent.handle.items() if k[0] >= boundary}
-            self._prune(agent, boundary)
         horizon = boundary - self.retention - self.width
         for start in [s for s in self.final if s < horizon]:
             del self.final[start]
@@ -296,12 +304,15 @@ class Agents:
         del events[:cut]
 
     def forget_stale(self, newest: float, open_from: float) -> None:
-        """Agents whose latest event is past the stale bound and who add to no open window."""
-        gone = [name for name, agent in self.agents.items()
-                if agent.events and newest - agent.events[-1].t > self.stale
-                and not any(self._added(agent, open_from))]  # fmt: skip
-        for name in gone:
-            del self.agents[name]
+        """Agents offline or stale whose time lies wholly before the open windows keep only the
+        queues and channels in force (an agent's next event carries them over, §7.1)."""
+        for name in list(self._idle):
+            agent = self.agents[name]
+            last, queues, channels = agent.latest()
+            end = last.t if last.state == "offline" else last.t + self.stale
+            if newest - last.t > self.stale and end <= open_from:
+                agent.events, agent.queues, agent.channels = [], queues, channels
+                self._idle.discard(name)
 
     # --- output ----------------------------------------------------------------------------
 
@@ -323,18 +334,12 @@ class Agents:
                 for queue, window in windows.items():
                     yield queue, start, window
 
-    def current(self, newest: float) -> list[Served]:
-        """Each agent's current (state, queues, channels), offline and stale agents left out."""
-        found = (agent.current(newest, self.stale) for agent in self.agents.values())
-        return [state for state in found if state is not None]
-
-
-def _difference(old: dict[Any, float], new: dict[Any, float]) -> Iterator[tuple[Any, float]]:
-    """What to add to go from `old` to `new` (both: key -> seconds)."""
-    for key in old.keys() | new.keys():
-        delta = round(new.get(key, 0.0) - old.get(key, 0.0), _DIGITS)
-        if delta:
-            yield key, delta
+    def current(self) -> list[tuple[Served, int]]:
+        """The agents' current (state, queues, channels) as of the last refresh, with how many
+        agents are in each; offline and stale agents left out."""
+        assert not self._fresh, "refresh before asking for the current states"
+        return [((state, queues, channels), count)
+                for (state, queues, channels, _), count in self.running.items()]  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -346,16 +351,17 @@ class AgentSummary:
     staffed: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, current: Iterable[Served]) -> AgentSummary:
+    def of(cls, current: Iterable[tuple[Served, int]]) -> AgentSummary:
+        """From (state, queues, channels) and how many agents are in it."""
         summary = cls()
-        for state, queues, channels in current:
+        for (state, queues, channels), count in current:
             for queue in queues:
                 by_state = summary.states.setdefault(queue, {})
-                by_state[state] = by_state.get(state, 0) + 1
+                by_state[state] = by_state.get(state, 0) + count
                 if state in STAFFED:
                     by_channel = summary.staffed.setdefault(queue, {})
                     for channel in channels if channels is not None else ("*",):
-                        by_channel[channel] = by_channel.get(channel, 0) + 1
+                        by_channel[channel] = by_channel.get(channel, 0) + count
         return summary
 
     def add(self, other: AgentSummary) -> None:

@@ -26,7 +26,7 @@ from pipeline.settings import ROLLING_SPANS, EngineSettings
 
 # The shape of an engine's state; a checkpoint of another shape is not restored (bump it when
 # the engine's, a conversation's or a window's attributes change).
-STATE_FORMAT = 6
+STATE_FORMAT = 7
 
 # Deadlines kept in the timer heap.
 _FCR_FINAL, _EVICT = 0, 1
@@ -340,7 +340,7 @@ class Engine:
 
     def agent_summary(self) -> AgentSummary:
         """Agents now by queue and state, and staffed by channel (contract §7.3)."""
-        return AgentSummary.of(self.agents.current(self.newest if self.newest is not None else 0.0))
+        return AgentSummary.of(self.agents.current())
 
     # --- time ------------------------------------------------------------------------------
 
