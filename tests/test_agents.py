@@ -15,8 +15,9 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import T0, Run, customer_msg
+from support import T0, Run, customer_msg, decoded
 
+from pipeline.engine import Engine
 from pipeline.engine.agents import STATES
 from pipeline.settings import EngineSettings
 
@@ -181,6 +182,75 @@ def test_arrival_order_within_the_lateness_changes_no_row(drawn: list[Any], seed
         allowed_lateness_seconds=1000, idle_timeout_seconds=1000, agent_stale_seconds=200
     )
     assert AgentRun(shuffled, lenient, batch).agents == AgentRun(events, lenient).agents
+
+
+def _open_values(engine: Engine) -> tuple[dict[Any, tuple[float, ...]], dict[Any, Any]]:
+    """The open agent windows' seconds and the section 3 windows' handle seconds, after a settle."""
+    engine.settle()
+    agents = {(start, queue): tuple(window.seconds) for queue, start, window in engine.agents.all_windows()}
+    handle = {(start, key): window.handle for key, start, window in engine.windows.all_windows()}
+    return agents, handle
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(drawn=agent_events, batch=st.integers(1, 12), every=st.integers(1, 5),
+       stale=st.sampled_from([45.0, 28800.0]))  # fmt: skip
+def test_time_owed_until_a_read_changes_no_row_and_every_change_is_marked(
+    drawn: list[Any], batch: int, every: int, stale: float
+) -> None:
+    """Batches that hold their rows back leave the runs' time owed; a read settles it. The rows
+    equal those of batches that settle each time, and every window a read finds changed was
+    listed as held by a batch since the last read (so partials publish it)."""
+    events = sorted(_events(drawn), key=lambda e: e["timestamp"])
+    config = EngineSettings(agent_stale_seconds=stale)
+    engine, items = Engine(config), decoded(events)
+    final: dict[tuple[float, str], dict[str, Any]] = {}
+    marked_agents: set[float] = set()
+    marked_handle: set[tuple[float, Any]] = set()
+    before = _open_values(engine)
+    for i, start in enumerate(range(0, len(items), batch)):
+        held = engine.process(items[start : start + batch], window_rows=False)
+        marked_agents.update(held.agents_held)
+        marked_handle.update(held.held)
+        for row in held.agent_windows:
+            final[(row.window_start, row.queue)] = row.window.result()
+            marked_agents.add(row.window_start)
+        marked_handle.update((row.window_start, (row.channel, row.queue)) for row in held.windows)
+        if i % every == 0:
+            after = _open_values(engine)
+            assert {key[0] for key, _ in after[0].items() - before[0].items()} <= marked_agents
+            assert {key for key, value in after[1].items() if before[1].get(key) != value} <= marked_handle
+            before, marked_agents, marked_handle = after, set(), set()
+    for row in engine.flush().agent_windows:
+        final[(row.window_start, row.queue)] = row.window.result()
+    assert final == AgentRun(events, config, batch).agents
+
+
+def test_time_a_run_owes_is_marked_held_and_counted_once() -> None:
+    """Hand-computed: cy and bo run the same state; the run's time moves on with no agent event
+    in a batch (held back, so listed as held), and when cy's state goes stale the run pays up to
+    there, so bo's new event in that batch takes out his time up to that bound, not to the last
+    batch's newest event."""
+    engine = Engine(EngineSettings(agent_stale_seconds=80))
+    contact = {"conversation_id": "c1", "channel": "chat", "queue": "q1", "queues": ["q1"]}
+    started = [agent("a1", "cy", "on_contact", 0, **contact), agent("a2", "bo", "on_contact", 30, **contact)]
+    engine.process(decoded(started), window_rows=False)
+    engine.window_rows()  # taken: nothing is held back now
+    moved = engine.process(decoded([customer_msg("m1", "c9", 50)]), window_rows=False)
+    assert T0 in moved.agents_held and (T0, ("chat", "q1")) in moved.held
+    later = engine.process(decoded([agent("a3", "bo", "away", 100)]), window_rows=False)
+    assert T0 + 60 in later.agents_held and (T0 + 60, ("chat", "q1")) in later.held
+    engine.settle()
+    seconds = {(start, queue): list(window.seconds) for queue, start, window in engine.agents.all_windows()}
+    on_contact, away = STATES.index("on_contact"), STATES.index("away")
+    # cy on contact 0-80 (her stale bound), bo 30-100 and away from then on
+    assert seconds[(T0, "q1")][on_contact] == 60 + 30
+    assert seconds[(T0 + 60, "q1")][on_contact] == 20 + 40
+    assert seconds[(T0 + 60, "q1")][away] == 0  # 100 is the newest event time
+    handle = {
+        start: window.handle for key, start, window in engine.windows.all_windows() if key == ("chat", "q1")
+    }
+    assert handle == {T0: 90.0, T0 + 60: 60.0}
 
 
 def test_an_input_without_agent_events_gives_every_earlier_number_unchanged() -> None:

@@ -46,8 +46,19 @@ class AgentEvent:
     contact: Key | None  # the (channel, queue) of the contact handled, for handle time
 
 
-# The run of an agent's latest state: (state, queues, channels or None: all, contact).
-Running = tuple[str, tuple[str, ...], tuple[str, ...] | None, Key | None]
+# The run of an agent's latest state, as agent time needs it: (state, queues, contact).
+RunKey = tuple[str, tuple[str, ...], Key | None]
+
+
+@dataclass(slots=True)
+class Run:
+    """The agents running one latest state: how many, up to when their time is accounted for,
+    and the agent seconds per window start accounted for but not yet in the windows (`settle`
+    adds them; until then the time costs one addition per window, not one per queue and read)."""
+
+    count: int
+    ran: float
+    owed: dict[float, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -61,7 +72,8 @@ class Agent:
     # Events received but not yet in the windows (the next refresh puts them there).
     fresh: list[AgentEvent] = field(default_factory=list)
     # The run of the latest state the windows are being given, None when offline or stale.
-    running: Running | None = None
+    running: RunKey | None = None
+    served: Served | None = None  # its state, queues and channels while running
 
     def latest(self) -> tuple[AgentEvent, tuple[str, ...], tuple[str, ...] | None]:
         """The latest event with the queues and channels in force from it on."""
@@ -129,10 +141,11 @@ class Agents:
     """Every agent of one engine and the agent windows.
 
     The open windows hold every agent's time up to `since` (the newest event time of the last
-    refresh). Agents whose latest state runs on are counted per run (`running`), so moving time
-    on costs one addition per distinct run, not one per agent; an agent with new events is
-    corrected from its earliest new event on: its old timeline there taken out, the new one put
-    in (exact: every time is a decimal of at most `_DIGITS` places, each sum rounded to it)."""
+    refresh), but for what the runs owe them until the next `settle`. Agents whose latest state
+    runs on are counted per run, so moving time on costs one addition per distinct run and
+    window, not one per agent; an agent with new events is corrected from its earliest new
+    event on: its old timeline there taken out, the new one put in (exact: every time is a
+    decimal of at most `_DIGITS` places, each sum rounded to it)."""
 
     def __init__(self, width: float, stale: float, retention: float) -> None:
         self.width = width
@@ -142,7 +155,9 @@ class Agents:
         self.open: dict[float, dict[str, AgentWindow]] = {}
         self.final: dict[float, dict[str, AgentWindow]] = {}
         self.since = -math.inf
-        self.running: dict[Running, int] = {}  # run -> how many agents are in it
+        self.settled = -math.inf  # when the runs last paid what they owed
+        self.running: dict[RunKey, Run] = {}
+        self.serving: dict[Served, int] = {}  # running agents by (state, queues, channels)
         # (stale bound, sequence, agent, its latest event) of running agents; entries of an
         # agent's earlier latest events are skipped when they come up.
         self._deadlines: list[tuple[float, int, str, AgentEvent]] = []
@@ -165,39 +180,68 @@ class Agents:
     # --- time ------------------------------------------------------------------------------
 
     def refresh(self, open_from: float, newest: float, handle: Callable[[Key, float, float], None]) -> None:
-        """Bring the open windows (from `open_from` on) up to `newest`: each agent with new
-        events corrected from its earliest one on, every other running state run on to `newest`
-        (or to its stale bound). `handle(key, window_start, seconds)` adds handle time to a
+        """Account for every agent's time in the open windows (from `open_from` on) up to
+        `newest`: each agent with new events corrected from its earliest one on, the runs of
+        latest states that go stale before `newest` stopped at their bound, the others running
+        on (owed until `settle`). `handle(key, window_start, seconds)` adds handle time to a
         section 3 window."""
         since, fresh = self.since, self._fresh
-        begin = max(since, open_from)
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] < newest:  # latest states going stale before `newest`
             entry = heapq.heappop(deadlines)
             agent = self._live(entry)
             if agent is not None and agent.running is not None:
-                if entry[2] not in fresh:
-                    self._apply(agent.running, max(begin, entry[3].t), entry[0], 1, handle)
+                self._accrue(self.running[agent.running], max(since, entry[0]), open_from)
                 self._stop(entry[2], agent)
         for name, agent in fresh.items():
-            self._stop(name, agent)
-            # the timelines agree before the first new event; the old one is in up to `since`
+            accounted = newest  # an idle agent's time ends at its last state's stale bound
+            if agent.running is not None:
+                run = self.running[agent.running]
+                self._accrue(run, since, open_from)
+                accounted = run.ran
+                self._stop(name, agent)
+            # the timelines agree before the first new event: the old one out, the new one in
             first = max(min(since, *(event.t for event in agent.fresh)), open_from)
-            self._timeline(agent, first, since, -1, handle)
+            self._timeline(agent, first, accounted, -1, handle)
             for event in agent.fresh:
                 bisect.insort(agent.events, event, key=lambda e: (e.t, e.event_id))
             agent.fresh = []
             self._prune(agent, open_from)
             self._timeline(agent, first, newest, 1, handle)
-        for run, count in self.running.items():
-            self._apply(run, begin, newest, count, handle)
         self.since = newest
         for name, agent in fresh.items():
-            self._run(name, agent)
+            self._run(name, agent, open_from)
         self._fresh = {}
         if len(deadlines) > 2 * len(self.agents) + 64:  # drop the skipped entries
             self._deadlines = [entry for entry in deadlines if self._live(entry) is not None]
             heapq.heapify(self._deadlines)
+
+    def settle(self, open_from: float, handle: Callable[[Key, float, float], None]) -> None:
+        """Every run's time up to `since` into the windows (before they are read or sealed)."""
+        for key, run in list(self.running.items()):
+            self._accrue(run, self.since, open_from)
+            for start, seconds in run.owed.items():
+                self._apply(key, start, seconds, handle)
+            run.owed = {}
+            if not run.count:
+                del self.running[key]
+        self.settled = self.since
+
+    def owing(self, open_from: float) -> tuple[list[float], set[Key]]:
+        """The window starts and the (channel, queue) of handle time that runs change until the
+        next `settle`: what a batch holding back its rows must list as changed."""
+        if not self.running:
+            return [], set()
+        starts = [start for start, _ in self._split(max(self.settled, open_from), self.since)]
+        return starts, {key[2] for key in self.running if key[2] is not None}
+
+    def _accrue(self, run: Run, until: float, open_from: float) -> None:
+        """The run's agent seconds from where it stands to `until`, owed per window."""
+        if run.count and until > run.ran:
+            owed = run.owed
+            for start, piece in self._split(max(run.ran, open_from), until):
+                owed[start] = round(owed.get(start, 0.0) + piece * run.count, _DIGITS)
+        run.ran = max(run.ran, until)
 
     def _live(self, entry: tuple[float, int, str, AgentEvent]) -> Agent | None:
         """The running agent whose latest event a deadline entry names, else None."""
@@ -208,55 +252,55 @@ class Agents:
     def _timeline(self, agent: Agent, begin: float, until: float, sign: int,
                   handle: Callable[[Key, float, float], None]) -> None:  # fmt: skip
         """Add (`sign` 1) or take out (-1) the agent's time in [begin, until)."""
-        queues, channels, events = agent.queues, agent.channels, agent.events
+        queues, events = agent.queues, agent.events
         for i, event in enumerate(events):
             queues = event.queues if event.queues is not None else queues
-            channels = event.channels if event.channels is not None else channels
             end = min(events[i + 1].t if i + 1 < len(events) else until, event.t + self.stale, until)
-            if end > begin:
-                run = (event.state, queues, channels, event.contact)
-                self._apply(run, max(event.t, begin), end, sign, handle)
+            if end > begin and event.state != "offline":
+                run = (event.state, queues, event.contact)
+                for start, seconds in self._split(max(event.t, begin), end):
+                    self._apply(run, start, seconds * sign, handle)
 
-    def _run(self, name: str, agent: Agent) -> None:
+    def _run(self, name: str, agent: Agent, open_from: float) -> None:
         """Count the agent in the run of its latest state, unless offline or stale by `since`."""
-        self._stop(name, agent)
         event, queues, channels = agent.latest()
         deadline = event.t + self.stale
         if event.state == "offline" or deadline < self.since:
             self._idle.add(name)
             return
         self._idle.discard(name)
-        run = agent.running = (event.state, queues, channels, event.contact)
-        self.running[run] = self.running.get(run, 0) + 1
+        key = agent.running = (event.state, queues, event.contact)
+        served = agent.served = (event.state, queues, channels)
+        self.serving[served] = self.serving.get(served, 0) + 1
+        run = self.running.get(key)
+        if run is None:
+            run = self.running[key] = Run(0, self.since)
+        self._accrue(run, self.since, open_from)
+        run.count += 1
         self._sequence += 1
         heapq.heappush(self._deadlines, (deadline, self._sequence, name, event))
 
     def _stop(self, name: str, agent: Agent) -> None:
-        """Take the agent out of the run it is counted in."""
-        run = agent.running
-        if run is not None:
-            count = self.running[run] - 1
+        """Take the agent out of the run it is counted in (its time accrued up to now)."""
+        if agent.running is not None and agent.served is not None:
+            self.running[agent.running].count -= 1
+            count = self.serving.pop(agent.served) - 1
             if count:
-                self.running[run] = count
-            else:
-                del self.running[run]
-            agent.running = None
+                self.serving[agent.served] = count
+            agent.running = agent.served = None
             self._idle.add(name)
 
-    def _apply(self, run: Running, begin: float, end: float, weight: int,
+    def _apply(self, run: RunKey, start: float, seconds: float,
                handle: Callable[[Key, float, float], None]) -> None:  # fmt: skip
-        """`weight` times the seconds of `run`'s state in [begin, end), per window, to the
-        windows of its queues and, for a contact, to the handle time of its (channel, queue)."""
-        state, queues, _, contact = run
-        if end <= begin or state == "offline":
-            return
+        """Seconds of `run`'s state in the window at `start`: to each of its queues and, for a
+        contact, to the handle time of its (channel, queue)."""
+        seconds = round(seconds, _DIGITS)
+        state, queues, contact = run
         index = _INDEX[state]
-        for start, piece in self._split(begin, end):
-            seconds = round(piece * weight, _DIGITS)
-            for queue in queues:
-                self._window(start, queue).add(index, seconds)
-            if contact is not None:
-                handle(contact, start, seconds)
+        for queue in queues:
+            self._window(start, queue).add(index, seconds)
+        if contact is not None:
+            handle(contact, start, seconds)
 
     def _split(self, begin: float, end: float) -> Iterator[tuple[float, float]]:
         """(window start, seconds) of [begin, end) cut at window boundaries."""
@@ -338,8 +382,7 @@ class Agents:
         """The agents' current (state, queues, channels) as of the last refresh, with how many
         agents are in each; offline and stale agents left out."""
         assert not self._fresh, "refresh before asking for the current states"
-        return [((state, queues, channels), count)
-                for (state, queues, channels, _), count in self.running.items()]  # fmt: skip
+        return list(self.serving.items())
 
 
 @dataclass(slots=True)

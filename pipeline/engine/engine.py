@@ -122,11 +122,12 @@ class Engine:
 
     def window_rows(self) -> tuple[list[WindowRow], list[AgentRow]]:
         """Provisional rows of the open windows (and agent windows) changed since rows were last taken."""
+        self.settle()
         return self.windows.changed_rows(), self.agents.changed_rows()
 
     def flush(self) -> Batch:
         """End of input: seal every window and report every conversation still in memory."""
-        self._refresh_agents()
+        self._refresh_agents(settle=True)
         self._batch.windows.extend(self.windows.advance(math.inf))
         self._batch.agent_windows.extend(self.agents.seal(math.inf))
         self._changed.update(self.conversations)
@@ -332,10 +333,12 @@ class Engine:
 
     def rolling(self, now: float) -> dict[str, dict[Key, dict[str, Any]]]:
         """The 5m/15m/1h rolling views at `now`, each an exact merge of tumbling windows."""
+        self.settle()
         return rolling_views(self.windows.all_windows(), now, self.settings.window_seconds)
 
     def agent_rolling(self, now: float) -> dict[str, dict[str, AgentWindow]]:
         """The rolling views of the agent windows per queue (contract §7.2)."""
+        self.settle()
         return agent_rolling(self.agents.all_windows(), now, self.settings.window_seconds, ROLLING_SPANS)
 
     def agent_summary(self) -> AgentSummary:
@@ -344,22 +347,30 @@ class Engine:
 
     # --- time ------------------------------------------------------------------------------
 
-    def _refresh_agents(self) -> None:
-        """Agent time in the open windows, up to the newest event time (pipeline/engine/agents.py)."""
-        if self.agents.agents and self.newest is not None:
-            windows = self.windows
+    def _refresh_agents(self, settle: bool) -> None:
+        """Agent time in the open windows up to the newest event time, what runs owe paid in
+        when `settle` (before windows are read or sealed; pipeline/engine/agents.py)."""
+        if self.newest is not None:
+            open_from = self.windows.final_before
+            if self.agents.agents:
+                self.agents.refresh(open_from, self.newest, self._handle)
+            if settle:
+                self.agents.settle(open_from, self._handle)
 
-            def handle(key: Key, start: float, seconds: float) -> None:
-                windows.apply(key, start, HANDLE, seconds, +1)
+    def _handle(self, key: Key, start: float, seconds: float) -> None:
+        self.windows.apply(key, start, HANDLE, seconds, +1)
 
-            self.agents.refresh(windows.final_before, self.newest, handle)
+    def settle(self) -> None:
+        """Bring every window up to the newest event: call before reading `windows` or `agents`
+        directly (the engine's own outputs do)."""
+        self._refresh_agents(settle=True)
 
     def _advance(self, newest: float) -> None:
         s = self.settings
         watermark = newest - s.allowed_lateness_seconds
         boundary = self.windows.boundary(watermark)
         if boundary is not None:  # windows are sealed: agent time up to now goes in first
-            self._refresh_agents()
+            self._refresh_agents(settle=True)
             self._batch.windows.extend(self.windows.advance(watermark))
             self._batch.agent_windows.extend(self.agents.seal(boundary))
             self.agents.forget_stale(newest, boundary)
@@ -407,7 +418,7 @@ class Engine:
     # --- output ----------------------------------------------------------------------------
 
     def _drain(self, window_rows: bool = True) -> Batch:
-        self._refresh_agents()
+        self._refresh_agents(settle=window_rows)
         batch = self._batch
         newest = self.newest if self.newest is not None else 0.0
         batch.conversations.extend(conv.record(newest, self.settings) for conv in self._changed.values())
@@ -415,8 +426,10 @@ class Engine:
             batch.windows.extend(self.windows.changed_rows())
             batch.agent_windows.extend(self.agents.changed_rows())
         else:
+            starts, contacts = self.agents.owing(self.windows.final_before)
             batch.held = self.windows.pending()
-            batch.agents_held = [start for start, _ in self.agents.pending()]
+            batch.held.extend((start, key) for key in contacts for start in starts)
+            batch.agents_held = [start for start, _ in self.agents.pending()] + starts
         self._changed = {}
         self._batch = Batch()
         return batch

@@ -279,6 +279,7 @@ class Runtime:
         changed = assigned.publish.due(assigned.engine, time.monotonic(), force)
         if changed:
             engine, offset, partition = assigned.engine, assigned.applied_offset, assigned.partition
+            engine.settle()  # what agents owe the windows goes in before they are read
             if AGENTS in changed:
                 starts = changed.pop(AGENTS)
                 value = agent_snapshot(self.source, partition, offset, engine, changed=starts)
