@@ -216,16 +216,20 @@ class Agents:
             self._deadlines = [entry for entry in deadlines if self._live(entry) is not None]
             heapq.heapify(self._deadlines)
 
-    def settle(self, open_from: float, handle: Callable[[Key, float, float], None]) -> None:
-        """Every run's time up to `since` into the windows (before they are read or sealed)."""
+    def settle(
+        self, open_from: float, handle: Callable[[Key, float, float], None], before: float = math.inf
+    ) -> None:
+        """Every run's time up to `since` into the windows starting before `before` (all: before
+        they are read; those about to be sealed: at a window boundary)."""
         for key, run in list(self.running.items()):
             self._accrue(run, self.since, open_from)
-            for start, seconds in run.owed.items():
-                self._apply(key, start, seconds, handle)
-            run.owed = {}
-            if not run.count:
+            owed = run.owed
+            for start in [start for start in owed if start < before]:
+                self._apply(key, start, owed.pop(start), handle)
+            if not run.count and not owed:
                 del self.running[key]
-        self.settled = self.since
+        if before == math.inf:
+            self.settled = self.since
 
     def owing(self, open_from: float) -> tuple[list[float], set[Key]]:
         """The window starts and the (channel, queue) of handle time that runs change until the
@@ -238,9 +242,14 @@ class Agents:
     def _accrue(self, run: Run, until: float, open_from: float) -> None:
         """The run's agent seconds from where it stands to `until`, owed per window."""
         if run.count and until > run.ran:
-            owed = run.owed
-            for start, piece in self._split(max(run.ran, open_from), until):
-                owed[start] = round(owed.get(start, 0.0) + piece * run.count, _DIGITS)
+            owed, count, width = run.owed, run.count, self.width
+            begin = max(run.ran, open_from)
+            start = math.floor(begin / width) * width
+            while start < until:  # _split, inlined: this runs for every run at every boundary
+                stop = start + width
+                piece = round(min(until, stop) - max(begin, start), _DIGITS)
+                owed[start] = round(owed.get(start, 0.0) + piece * count, _DIGITS)
+                start = stop
         run.ran = max(run.ran, until)
 
     def _live(self, entry: tuple[float, int, str, AgentEvent]) -> Agent | None:

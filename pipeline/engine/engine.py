@@ -347,15 +347,16 @@ class Engine:
 
     # --- time ------------------------------------------------------------------------------
 
-    def _refresh_agents(self, settle: bool) -> None:
-        """Agent time in the open windows up to the newest event time, what runs owe paid in
-        when `settle` (before windows are read or sealed; pipeline/engine/agents.py)."""
+    def _refresh_agents(self, settle: bool, before: float = math.inf) -> None:
+        """Agent time in the open windows up to the newest event time, what runs owe the
+        windows starting before `before` paid in when `settle` (before windows are read or
+        sealed; pipeline/engine/agents.py)."""
         if self.newest is not None:
             open_from = self.windows.final_before
             if self.agents.agents:
                 self.agents.refresh(open_from, self.newest, self._handle)
             if settle:
-                self.agents.settle(open_from, self._handle)
+                self.agents.settle(open_from, self._handle, before)
 
     def _handle(self, key: Key, start: float, seconds: float) -> None:
         self.windows.apply(key, start, HANDLE, seconds, +1)
@@ -370,7 +371,7 @@ class Engine:
         watermark = newest - s.allowed_lateness_seconds
         boundary = self.windows.boundary(watermark)
         if boundary is not None:  # windows are sealed: agent time up to now goes in first
-            self._refresh_agents(settle=True)
+            self._refresh_agents(settle=True, before=boundary)
             self._batch.windows.extend(self.windows.advance(watermark))
             self._batch.agent_windows.extend(self.agents.seal(boundary))
             self.agents.forget_stale(newest, boundary)
