@@ -181,40 +181,63 @@ class Agents:
 
     def refresh(self, open_from: float, newest: float, handle: Callable[[Key, float, float], None]) -> None:
         """Account for every agent's time in the open windows (from `open_from` on) up to
-        `newest`: each agent with new events corrected from its earliest one on, the runs of
-        latest states that go stale before `newest` stopped at their bound, the others running
-        on (owed until `settle`). `handle(key, window_start, seconds)` adds handle time to a
+        `newest`, owed by the runs until `settle` where it can be. New events after an agent's
+        last one and after `since` (nearly all) move the agent from run to run at their times,
+        in time order with the runs' stale bounds; an agent with any other new event leaves its
+        run at `since` and has its timeline from its earliest new event on taken out of the
+        windows and put in again. `handle(key, window_start, seconds)` adds handle time to a
         section 3 window."""
-        since, fresh = self.since, self._fresh
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] < newest:  # latest states going stale before `newest`
-            entry = heapq.heappop(deadlines)
-            agent = self._live(entry)
-            if agent is not None and agent.running is not None:
-                self._accrue(self.running[agent.running], max(since, entry[0]), open_from)
-                self._stop(entry[2], agent)
-        for name, agent in fresh.items():
-            accounted = newest  # an idle agent's time ends at its last state's stale bound
+        since = self.since
+        moves: list[tuple[float, str, str, AgentEvent]] = []
+        corrected: list[tuple[str, Agent]] = []
+        for name, agent in self._fresh.items():
+            earliest = min((event.t, event.event_id) for event in agent.fresh)
+            last = agent.events[-1] if agent.events else None
+            if earliest[0] >= since and (last is None or earliest > (last.t, last.event_id)):
+                moves.extend((event.t, event.event_id, name, event) for event in agent.fresh)
+            else:
+                corrected.append((name, agent))
+                if agent.running is not None:
+                    self._accrue(self.running[agent.running], since, open_from)
+                    self._stop(name, agent)
+        moves.sort(key=lambda move: (move[0], move[1]))
+        for t, _, name, event in moves:
+            self._expire(t, open_from)
+            agent = self.agents[name]
             if agent.running is not None:
-                run = self.running[agent.running]
-                self._accrue(run, since, open_from)
-                accounted = run.ran
+                self._accrue(self.running[agent.running], t, open_from)
                 self._stop(name, agent)
+            agent.events.append(event)
+            self._join(name, agent, t, open_from)
+        self._expire(newest, open_from)
+        for _, agent in corrected:
             # the timelines agree before the first new event: the old one out, the new one in
             first = max(min(since, *(event.t for event in agent.fresh)), open_from)
-            self._timeline(agent, first, accounted, -1, handle)
+            self._timeline(agent, first, since, -1, handle)
             for event in agent.fresh:
                 bisect.insort(agent.events, event, key=lambda e: (e.t, e.event_id))
-            agent.fresh = []
-            self._prune(agent, open_from)
             self._timeline(agent, first, newest, 1, handle)
         self.since = newest
-        for name, agent in fresh.items():
-            self._run(name, agent, open_from)
+        for name, agent in corrected:
+            self._join(name, agent, newest, open_from)
+        for agent in self._fresh.values():
+            agent.fresh = []
+            self._prune(agent, open_from)
         self._fresh = {}
+        deadlines = self._deadlines
         if len(deadlines) > 2 * len(self.agents) + 64:  # drop the skipped entries
             self._deadlines = [entry for entry in deadlines if self._live(entry) is not None]
             heapq.heapify(self._deadlines)
+
+    def _expire(self, until: float, open_from: float) -> None:
+        """Runs of latest states whose stale bound comes before `until` lose them there."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] < until:
+            entry = heapq.heappop(deadlines)
+            agent = self._live(entry)
+            if agent is not None and agent.running is not None:
+                self._accrue(self.running[agent.running], entry[0], open_from)
+                self._stop(entry[2], agent)
 
     def settle(
         self, open_from: float, handle: Callable[[Key, float, float], None], before: float = math.inf
@@ -270,11 +293,11 @@ class Agents:
                 for start, seconds in self._split(max(event.t, begin), end):
                     self._apply(run, start, seconds * sign, handle)
 
-    def _run(self, name: str, agent: Agent, open_from: float) -> None:
-        """Count the agent in the run of its latest state, unless offline or stale by `since`."""
+    def _join(self, name: str, agent: Agent, at: float, open_from: float) -> None:
+        """Count the agent in the run of its latest state from `at` on, unless offline or stale."""
         event, queues, channels = agent.latest()
         deadline = event.t + self.stale
-        if event.state == "offline" or deadline < self.since:
+        if event.state == "offline" or deadline < at:
             self._idle.add(name)
             return
         self._idle.discard(name)
@@ -283,8 +306,8 @@ class Agents:
         self.serving[served] = self.serving.get(served, 0) + 1
         run = self.running.get(key)
         if run is None:
-            run = self.running[key] = Run(0, self.since)
-        self._accrue(run, self.since, open_from)
+            run = self.running[key] = Run(0, at)
+        self._accrue(run, at, open_from)
         run.count += 1
         self._sequence += 1
         heapq.heappush(self._deadlines, (deadline, self._sequence, name, event))
