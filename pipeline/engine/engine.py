@@ -20,7 +20,7 @@ from pipeline.engine.conversations import Conversation, covers
 from pipeline.engine.dedup import EventIdSet
 from pipeline.engine.sentiment import message_score
 from pipeline.engine.waiting import WaitingSet
-from pipeline.engine.windows import FRT, HANDLE, SENTIMENT, SURVEY, Key, WindowRow, WindowStore, rolling_views
+from pipeline.engine.windows import FRT, SENTIMENT, SURVEY, Key, WindowRow, WindowStore, rolling_views
 from pipeline.events import FUTURE_TIMESTAMP, Event, InvalidEvent
 from pipeline.settings import ROLLING_SPANS, EngineSettings
 
@@ -354,12 +354,9 @@ class Engine:
         if self.newest is not None:
             open_from = self.windows.final_before
             if self.agents.agents:
-                self.agents.refresh(open_from, self.newest, self._handle)
+                self.agents.refresh(open_from, self.newest, self.windows.add_handle)
             if settle:
-                self.agents.settle(open_from, self._handle, before)
-
-    def _handle(self, key: Key, start: float, seconds: float) -> None:
-        self.windows.apply(key, start, HANDLE, seconds, +1)
+                self.agents.settle(open_from, self.windows.add_handle, before)
 
     def settle(self) -> None:
         """Bring every window up to the newest event: call before reading `windows` or `agents`

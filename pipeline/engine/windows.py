@@ -29,7 +29,7 @@ from pipeline.settings import ROLLING_SPANS
 Key = tuple[str, str]  # (channel, queue)
 
 # Sample kinds: what one conversation or message contributes to the window holding its time.
-START, FRT, ABANDON, RESOLUTION, SENTIMENT, SURVEY, RESOLUTION_TIME, HANDLE = range(8)
+START, FRT, ABANDON, RESOLUTION, SENTIMENT, SURVEY, RESOLUTION_TIME = range(7)
 
 # Half the contract's 1% tolerance, so bucket rounding never reaches the limit.
 SKETCH_RELATIVE_ACCURACY = 0.005
@@ -209,8 +209,6 @@ class WindowAggregate:
                 self.abandoned_short += sign
         elif kind == SURVEY:
             self._apply_survey(value, sign)
-        elif kind == HANDLE:  # a change of handle seconds (pipeline/engine/agents.py), kept to the µs
-            self.handle = round(self.handle + sign * value, 6)
         # A retraction that empties a part resets its float sums, so no -0.0 or 1e-17 remains.
         if self.frt_n == 0:
             self.frt_sum = self.frt_business_sum = 0.0
@@ -450,6 +448,18 @@ class WindowStore:
         aggregate.apply(kind, value, sign, self.sla_target(key[0]))
         self._changed.add((start, key))
         return True
+
+    def add_handle(self, key: Key, start: float, seconds: float) -> None:
+        """Handle seconds (a change, kept to the µs) to the open window of `key` at `start`
+        (pipeline/engine/agents.py); agent time never reaches a final window."""
+        windows = self.open.get(start)
+        if windows is None:
+            windows = self.open[start] = {}
+        aggregate = windows.get(key)
+        if aggregate is None:
+            aggregate = windows[key] = WindowAggregate()
+        aggregate.handle = round(aggregate.handle + seconds, 6)
+        self._changed.add((start, key))
 
     def boundary(self, watermark: float) -> float | None:
         """Where `advance(watermark)` would move the final boundary to; None: it would not move."""
