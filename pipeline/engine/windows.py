@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -147,6 +148,9 @@ _POSITIONAL = (
     "frt_sum", "nps_detractors", "nps_n", "nps_promoters", "resolved", "sentiment_n", "sentiment_negative",
     "sentiment_sum", "started", "surveys", "frt",
 )  # fmt: skip
+_NAMES = tuple(a.name for a in ACCUMULATORS)
+# Every accumulator's value in one call (a window's row and partial are built from it).
+_VALUES = operator.attrgetter(*(f"{a.name}.values" if a.samples else a.name for a in ACCUMULATORS))
 _NUMBERS = tuple(a.name for a in ACCUMULATORS if not a.samples)
 _SAMPLES = tuple(a.name for a in ACCUMULATORS if a.samples)
 _FLOATS = frozenset(a.name for a in ACCUMULATORS if a.type == "Float64")
@@ -169,7 +173,7 @@ _initialize = _initializer()
 class WindowAggregate:
     """All accumulators of one window (or of a merge of windows) for one (channel, queue)."""
 
-    __slots__ = tuple(a.name for a in ACCUMULATORS)
+    __slots__ = _NAMES
 
     def __init__(self, sketches: bool = False) -> None:
         """A window (exact, retractable samples) or, with `sketches`, a merge of windows."""
@@ -249,11 +253,14 @@ class WindowAggregate:
         for name in _SAMPLES:
             getattr(self, name).merge(getattr(other, name))
 
+    def values(self) -> tuple[Any, ...]:
+        """Every accumulator in ACCUMULATORS order, as plain values (exact samples as lists)."""
+        return _VALUES(self)  # type: ignore[no-any-return]
+
     def state(self) -> dict[str, Any]:
         """Every accumulator by name, as plain JSON-able values (exact samples as lists): the
         partials' wire format. Keyed by name, so two versions of ccpipe can exchange it."""
-        numbers = {name: getattr(self, name) for name in _NUMBERS}
-        return numbers | {name: getattr(self, name).values for name in _SAMPLES}
+        return dict(zip(_NAMES, _VALUES(self), strict=True))
 
     @classmethod
     def from_state(cls, state: dict[str, Any] | list[Any]) -> WindowAggregate:

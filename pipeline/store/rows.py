@@ -149,10 +149,8 @@ def conversation_row(record: dict[str, Any], version: int, fcr_horizon: float) -
 
 def window_row(row: WindowRow, partition: int, version: int) -> Row:
     """The window's accumulators as they are (exact samples), one column each."""
-    state = row.aggregate.state()
-    accumulators = (state[accumulator.name] for accumulator in ACCUMULATORS)
-    return (row.window_start, row.window_seconds, row.channel, row.queue, partition, *accumulators, row.final,
-            version)  # fmt: skip
+    return (row.window_start, row.window_seconds, row.channel, row.queue, partition, *row.aggregate.values(),
+            row.final, version)  # fmt: skip
 
 
 def agent_window_row(row: AgentRow, partition: int, version: int) -> Row:
