@@ -445,28 +445,25 @@ class WindowStore:
         """Add or retract a sample in the window holding `t`; False when that window is final."""
         if t < self.final_before:
             return False
-        start = self.start_of(t)
-        windows = self.open.get(start)
-        if windows is None:
-            windows = self.open[start] = {}
-        aggregate = windows.get(key)
-        if aggregate is None:
-            aggregate = windows[key] = WindowAggregate()
-        aggregate.apply(kind, value, sign, self.sla_target(key[0]))
-        self._changed.add((start, key))
+        self._open_window(key, self.start_of(t)).apply(kind, value, sign, self.sla_target(key[0]))
         return True
 
     def add_handle(self, key: Key, start: float, seconds: float) -> None:
         """Handle seconds (a change, kept to the µs) to the open window of `key` at `start`
         (pipeline/engine/agents.py); agent time never reaches a final window."""
+        aggregate = self._open_window(key, start)
+        aggregate.handle = round(aggregate.handle + seconds, 6)
+
+    def _open_window(self, key: Key, start: float) -> WindowAggregate:
+        """The open window of `key` at `start` (made when new), marked changed."""
         windows = self.open.get(start)
         if windows is None:
             windows = self.open[start] = {}
         aggregate = windows.get(key)
         if aggregate is None:
             aggregate = windows[key] = WindowAggregate()
-        aggregate.handle = round(aggregate.handle + seconds, 6)
         self._changed.add((start, key))
+        return aggregate
 
     def boundary(self, watermark: float) -> float | None:
         """Where `advance(watermark)` would move the final boundary to; None: it would not move."""
