@@ -14,7 +14,7 @@ DEMO   := var/demo
 help:
 	@echo "make run    - run the pipeline on embedded defaults and show where to look (RUN_ARGS='--spike chat')"
 	@echo "make test   - install what is needed and run the whole test suite"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff and mypy"
 	@echo "make bench  - benchmarks (bench/); make bench-quick: under a minute; make soak: ten minutes"
 
 $(STAMP): pyproject.toml
@@ -63,6 +63,7 @@ dashboards: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests bench grafana
 	$(BIN)/ruff format --check pipeline tests bench grafana
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format pipeline tests bench grafana

@@ -210,10 +210,10 @@ def _build(obj: dict[str, Any], raw: bytes, origin: str) -> Event:
         queue = DEFAULT_QUEUE
     elif type(queue) is not str or not 0 < len(queue) <= 64:
         queue = _string(obj, "queue", 1, 64)
-    timestamp = get("timestamp")
+    raw_time: Any = get("timestamp")
     timestamp = (
-        float(timestamp)
-        if type(timestamp) in (int, float) and EPOCH_MIN <= timestamp <= EPOCH_MAX
+        float(raw_time)
+        if type(raw_time) in (int, float) and EPOCH_MIN <= raw_time <= EPOCH_MAX
         else _timestamp(obj)
     )
     direction = get("direction")

@@ -32,8 +32,8 @@ FRT_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 300, 600, 1800, 3600, 7
 ROLLING_GAUGES = tuple((f.gauge, f.help, f.name) for f in FIELDS if f.gauge and f.quantile is None)
 QUANTILE_GAUGES = tuple(
     (gauge, next(f.help for f in FIELDS if f.gauge == gauge),
-     tuple((f.quantile, f.name) for f in FIELDS if f.gauge == gauge))
-    for gauge in dict.fromkeys(f.gauge for f in FIELDS if f.quantile is not None)
+     tuple((f.quantile, f.name) for f in FIELDS if f.gauge == gauge and f.quantile is not None))
+    for gauge in dict.fromkeys(f.gauge for f in FIELDS if f.gauge is not None and f.quantile is not None)
 )  # fmt: skip
 
 

@@ -214,7 +214,7 @@ def declared(cls: type) -> tuple[Setting, ...]:
         meta = item.metadata.get("ccpipe")
         if meta is None:
             continue
-        default = item.default_factory() if item.default is dataclasses.MISSING else item.default  # type: ignore[misc]
+        default = item.default_factory() if item.default is dataclasses.MISSING else item.default  # type: ignore[operator]
         found.append(Setting(
             field=item.name, env=meta["env"] or f"CCPIPE_{item.name.upper()}",
             flag=meta["flag"] or "--" + item.name.replace("_", "-"), default=default, help=meta["help"],

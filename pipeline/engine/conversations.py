@@ -17,7 +17,7 @@ from pipeline.events import Event
 from pipeline.settings import EngineSettings
 
 # A derived sample: its time and value, by a key naming which one it is.
-Sample = tuple[float, Any]
+Sample = tuple[int, float, Any]  # (kind, time, value)
 
 
 class Conversation:
@@ -207,7 +207,7 @@ class Conversation:
             resolution = self.resolution_seconds()
             if resolution is not None:
                 wanted[RESOLUTION_TIME] = (RESOLUTION_TIME, self.resolutions[-1], resolution)
-        if self.abandoned:
+        if self.abandoned and self.abandon_at is not None:
             wanted[ABANDON] = (ABANDON, self.abandon_at, self.short_abandon(settings))
         previous = None
         repeat = self.repeat_contact

@@ -91,7 +91,9 @@ class SketchSamples:
 
     def quantile(self, q: float) -> float:
         # Bucket midpoints can fall a hair outside the data; clamp to what was seen.
-        return min(max(self.sketch.get_quantile_value(q), self.low), self.high)
+        value = self.sketch.get_quantile_value(q)
+        assert value is not None, "a sketch with samples has every quantile"
+        return min(max(value, self.low), self.high)
 
     def maximum(self) -> float:
         return self.high
@@ -164,7 +166,7 @@ def _initializer() -> Callable[[Any, bool], None]:
     body += [f"    self.{name} = SketchSamples() if sketches else ExactSamples()" for name in _SAMPLES]
     namespace: dict[str, Any] = {"SketchSamples": SketchSamples, "ExactSamples": ExactSamples}
     exec("def initialize(self, sketches):\n" + "\n".join(body), namespace)  # only our own names
-    return namespace["initialize"]  # type: ignore[no-any-return]
+    return namespace["initialize"]
 
 
 _initialize = _initializer()
@@ -174,6 +176,36 @@ class WindowAggregate:
     """All accumulators of one window (or of a merge of windows) for one (channel, queue)."""
 
     __slots__ = _NAMES
+    # The accumulators' types, for the type checker (ACCUMULATORS declares them; an import-time
+    # check below keeps the two the same).
+    started: int
+    frt_n: int
+    frt_sum: float
+    frt_sla_ok: int
+    frt: ExactSamples | SketchSamples
+    abandoned: int
+    resolved: int
+    fcr_ok: int
+    sentiment_n: int
+    sentiment_sum: float
+    sentiment_negative: int
+    surveys: int
+    csat_n: int
+    csat_sum: int
+    csat_good: int
+    nps_n: int
+    nps_promoters: int
+    nps_detractors: int
+    ces_n: int
+    ces_sum: int
+    resolution_n: int
+    resolution_sum: float
+    resolution: ExactSamples | SketchSamples
+    abandoned_short: int
+    frt_business_sum: float
+    frt_business_sla_ok: int
+    frt_business: ExactSamples | SketchSamples
+    handle: float
 
     def __init__(self, sketches: bool = False) -> None:
         """A window (exact, retractable samples) or, with `sketches`, a merge of windows."""
@@ -255,7 +287,7 @@ class WindowAggregate:
 
     def values(self) -> tuple[Any, ...]:
         """Every accumulator in ACCUMULATORS order, as plain values (exact samples as lists)."""
-        return _VALUES(self)  # type: ignore[no-any-return]
+        return _VALUES(self)
 
     def state(self) -> dict[str, Any]:
         """Every accumulator by name, as plain JSON-able values (exact samples as lists): the
@@ -297,6 +329,11 @@ class WindowAggregate:
     def result(self) -> dict[str, Any]:
         """The contract's window fields (without the key); a statistic with no samples is None."""
         return {field.name: field.value(self) for field in FIELDS if field.row}
+
+
+assert tuple(WindowAggregate.__annotations__) == _NAMES, (
+    "WindowAggregate's annotations must follow ACCUMULATORS"
+)
 
 
 def _ratio(part: float, whole: float) -> float | None:

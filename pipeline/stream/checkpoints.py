@@ -96,10 +96,10 @@ class CheckpointStore:
         chunks = []
         for offset in manifest["chunks"]:
             consumer.seek(data, offset)
-            records: list[ConsumerRecord] = []
-            while not records:
-                records = (await consumer.getmany(data, timeout_ms=1000, max_records=1)).get(data, [])
-            chunks.append(records[0].value)
+            chunk: list[ConsumerRecord] = []
+            while not chunk:
+                chunk = (await consumer.getmany(data, timeout_ms=1000, max_records=1)).get(data, [])
+            chunks.append(chunk[0].value)
         return Checkpoint(partition, int(manifest["applied_offset"]), b"".join(chunks))
 
 

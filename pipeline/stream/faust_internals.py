@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 log = logging.getLogger("ccpipe.worker")
 
@@ -95,7 +95,7 @@ def bounded_worker(
 
     check_hooks()
 
-    class BoundedWorker(faust.Worker):  # type: ignore[misc]
+    class BoundedWorker(faust.Worker):
         _deadline: threading.Timer | None = None
         failed: int | None = None  # the exit code once processing failed
 
@@ -135,7 +135,7 @@ def bounded_worker(
                 self._deadline.daemon = True
                 self._deadline.start()
 
-        def execute_from_commandline(self) -> None:  # mode.worker.Worker
+        def execute_from_commandline(self) -> NoReturn:  # mode.worker.Worker
             try:
                 super().execute_from_commandline()
             finally:
@@ -168,7 +168,7 @@ def bulk_app(group_id: str, **options: Any) -> Any:
 
     check_hooks()
 
-    class ShortFetchThread(driver.AIOKafkaConsumerThread):  # type: ignore[misc,name-defined]
+    class ShortFetchThread(driver.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:  # faust AIOKafkaConsumerThread
             consumer = super()._create_worker_consumer(transport)
             if not hasattr(consumer, FETCH_WAIT_STATE):
@@ -176,7 +176,7 @@ def bulk_app(group_id: str, **options: Any) -> Any:
             setattr(consumer, FETCH_WAIT_STATE, FETCH_MAX_WAIT_MS)
             return consumer
 
-    class BulkConsumer(driver.Consumer):  # type: ignore[misc,name-defined]
+    class BulkConsumer(driver.Consumer):
         """Faust's aiokafka consumer with a fetch loop that hands over record lists."""
 
         def _new_consumer_thread(self) -> Any:  # faust aiokafka Consumer._new_consumer_thread
@@ -231,7 +231,8 @@ def bulk_app(group_id: str, **options: Any) -> Any:
             """Name the batch a fetch failed on: the partition (and offset) whose fetched result
             aiokafka still holds (it is dropped once returned), else every assigned partition."""
             try:
-                fetched = self._thread._consumer._fetcher._records
+                consumer: Any = self._thread._consumer  # aiokafka's, once started
+                fetched = consumer._fetcher._records
                 for result in list(fetched.values()):
                     records = getattr(result, "_partition_records", None)
                     if records is not None:
@@ -270,10 +271,10 @@ def bulk_app(group_id: str, **options: Any) -> Any:
                 self._acked_to.pop(tp, None)
             await super().on_partitions_revoked(revoked)
 
-    class BulkTransport(driver.Transport):  # type: ignore[misc,name-defined]
+    class BulkTransport(driver.Transport):
         Consumer = BulkConsumer
 
-    class BulkApp(faust.App):  # type: ignore[misc]
+    class BulkApp(faust.App):
         bulk_handlers: dict[str, BulkHandler]
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:

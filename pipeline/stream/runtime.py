@@ -269,8 +269,8 @@ class Runtime:
             self.stats.rekeyed += len(misrouted)
             for message, home, key in misrouted:
                 await self.outputs.reroute(message, home, key)
-            for letter, key in zip(stored.refused, keys, strict=True):
-                await self.outputs.dead_letter(letter, key)
+            for letter, letter_key in zip(stored.refused, keys, strict=True):
+                await self.outputs.dead_letter(letter, letter_key)
 
     # --- partials for the owners of each (channel, queue) ----------------------------------
 

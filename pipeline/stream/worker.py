@@ -158,7 +158,8 @@ class Worker:
     async def _merge(self, tp: Any, records: Sequence[Record]) -> None:
         """Owner side: absorb the partials of the (channel, queue) keys this worker owns."""
         for record in records:
-            self.views.absorb(tp.partition, record.value)
+            if record.value is not None:  # partials always have one; a stray tombstone is no partial
+                self.views.absorb(tp.partition, record.value)
         self.app.consumer.ack(tp, records[0].offset, records[-1].offset)
 
     async def _on_assigned(self, sender: Any, assigned: set[Any], **_: Any) -> None:
