@@ -9,7 +9,7 @@ TOOLS  := $(VENV)/.tools-stamp
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DEMO   := var/demo
 
-.PHONY: help install install-tools run run-with-prometheus demo-compute dashboards test lint format bench bench-quick bench-engine soak clean
+.PHONY: help install install-tools native run run-with-prometheus demo-compute dashboards test lint format bench bench-quick bench-engine soak clean
 
 help:
 	@echo "make run    - run the pipeline on embedded defaults and show where to look (RUN_ARGS='--spike chat')"
@@ -23,7 +23,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) native
+
+# The hot path compiled by mypyc, in place (pipeline/native.py lists it); a no-op when current.
+native: $(STAMP)
+	$(BIN)/python -m pipeline.build_native
 
 # Prometheus, promtool, Alertmanager and amtool from Debian's packages (the observability tests
 # and `ccpipe run --with-prometheus` use them), and Chromium with its WebDriver (the wall display
@@ -42,15 +46,15 @@ $(TOOLS):
 install-tools: $(TOOLS)
 
 # The whole pipeline on embedded defaults: broker, worker, simulator, /metrics. Ctrl-C stops it.
-run: $(STAMP)
+run: $(STAMP) native
 	$(BIN)/ccpipe run $(RUN_ARGS)
 
 # The same, with a local Prometheus evaluating the alert rules (watch the FRT alert fire).
-run-with-prometheus: $(STAMP) $(TOOLS)
+run-with-prometheus: $(STAMP) $(TOOLS) native
 	$(BIN)/ccpipe run --with-prometheus --spike phone --backfill 900 $(RUN_ARGS)
 
 # The engine alone over a simulated day, without Kafka.
-demo-compute: $(STAMP)
+demo-compute: $(STAMP) native
 	mkdir -p $(DEMO)
 	$(BIN)/ccpipe generate --output $(DEMO)/events.jsonl --events 200000
 	$(BIN)/ccpipe compute --input $(DEMO)/events.jsonl \
@@ -69,23 +73,24 @@ format: $(STAMP)
 	$(BIN)/ruff format pipeline tests bench grafana
 	$(BIN)/ruff check --fix pipeline tests bench grafana
 
-test: $(STAMP) $(TOOLS) lint
+test: $(STAMP) $(TOOLS) lint native
 	$(BIN)/python -m pytest
 
 # Benchmarks: numbers, not tests (never part of `make test`).
-bench: bench-engine $(STAMP)
+bench: bench-engine $(STAMP) native
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python bench/run.py
 
-bench-quick: $(STAMP)
+bench-quick: $(STAMP) native
 	$(BIN)/python bench/run.py --quick
 
-bench-engine: $(STAMP)
+bench-engine: $(STAMP) native
 	$(BIN)/python bench/engine.py
 
 # Ten minutes of steady traffic with 200 000 open conversations: RSS and lag over time.
-soak: $(STAMP)
+soak: $(STAMP) native
 	$(BIN)/python bench/soak.py --csv var/soak.csv $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache .hypothesis build pipeline/_native.fingerprint
+	find pipeline -name "*.so" -delete

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pipeline.engine import Engine
-from pipeline.events import Event, validate_event
+from pipeline.events import Event, InvalidEvent, decode_event, validate_event
 from pipeline.settings import EngineSettings
 
 T0 = 1_772_442_000.0  # 2026-03-02T09:00:00Z, on a minute boundary
@@ -101,3 +101,23 @@ class Run:
 
     def total(self, field: str) -> float:
         return sum(row[field] for row in self.windows.values())
+
+
+def outputs(lines: list[str], batch_size: int) -> dict[str, Any]:
+    """Everything an engine makes of raw event lines fed in batches, as JSON values: each
+    invalid line's reason, every conversation record and every row (provisional and final),
+    in order. Two engines agree on an input when these are equal."""
+    engine = Engine()
+    out: dict[str, list[Any]] = {"invalid": [], "conversations": [], "windows": [], "agents": []}
+
+    def absorb(batch: Any) -> None:
+        out["conversations"].extend(batch.conversations)
+        out["windows"].extend(row.as_dict() | {"final": row.final} for row in batch.windows)
+        out["agents"].extend(row.as_dict() | {"final": row.final} for row in batch.agent_windows)
+
+    items = [decode_event(line.encode()) for line in lines]
+    out["invalid"] = [[item.reason, item.detail] for item in items if isinstance(item, InvalidEvent)]
+    for start in range(0, len(items), batch_size):
+        absorb(engine.process(items[start : start + batch_size]))
+    absorb(engine.flush())
+    return out

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from pipeline.events import DEFAULT_QUEUE, HANDLING, Event
 
 Key = tuple[str, str]  # (channel, queue)
@@ -34,6 +36,7 @@ _INDEX = {state: i for i, state in enumerate(STATES)}
 _DIGITS = 6
 
 
+@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 @dataclass(slots=True)
 class AgentEvent:
     """One agent event as the timeline needs it (queues/channels None: carried over)."""
@@ -50,6 +53,7 @@ class AgentEvent:
 RunKey = tuple[str, tuple[str, ...], Key | None]
 
 
+@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 @dataclass(slots=True)
 class Run:
     """The agents running one latest state: how many, up to when their time is accounted for,
@@ -122,6 +126,7 @@ class AgentWindow:
         }
 
 
+@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 @dataclass(slots=True)
 class AgentRow:
     """One `agent_window` row: (window_start, queue); `final` once the watermark passed its end."""
@@ -137,6 +142,7 @@ class AgentRow:
                 **self.window.result()}  # fmt: skip
 
 
+@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 class Agents:
     """Every agent of one engine and the agent windows.
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from pipeline.engine.windows import ABANDON, FRT, RESOLUTION, RESOLUTION_TIME, START, Key
 from pipeline.events import Event
 from pipeline.settings import EngineSettings
@@ -20,6 +22,7 @@ from pipeline.settings import EngineSettings
 Sample = tuple[int, float, Any]  # (kind, time, value)
 
 
+@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 class Conversation:
     """Mutable state of one conversation; small, because an open one lives in memory."""
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+from mypy_extensions import mypyc_attr
+
 # The horizon is cut into this many buckets; memory overshoots the horizon by one bucket at most.
 BUCKETS_PER_HORIZON = 16
 
 
+@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 class EventIdSet:
     """Remembers event ids for `horizon` seconds of event time after their own event time."""
 
@@ -41,7 +44,7 @@ class EventIdSet:
 
     def expire(self, newest: float) -> None:
         """Forget ids whose event time is more than the horizon behind `newest`."""
-        cutoff = int((newest - self.horizon) // self.width)
+        cutoff = (newest - self.horizon) // self.width  # a float: bucket numbers compare with it
         if cutoff <= self._oldest:
             return
         self._oldest = cutoff

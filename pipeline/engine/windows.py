@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ddsketch import DDSketch
+from mypy_extensions import mypyc_attr
 
 from pipeline.engine.sentiment import NEGATIVE_THRESHOLD
 from pipeline.settings import ROLLING_SPANS
@@ -176,8 +177,8 @@ class WindowAggregate:
     """All accumulators of one window (or of a merge of windows) for one (channel, queue)."""
 
     __slots__ = _NAMES
-    # The accumulators' types, for the type checker (ACCUMULATORS declares them; an import-time
-    # check below keeps the two the same).
+    # The accumulators' types, for the type checker and the compiler (ACCUMULATORS declares
+    # them; tests/test_native.py keeps the two the same).
     started: int
     frt_n: int
     frt_sum: float
@@ -331,11 +332,6 @@ class WindowAggregate:
         return {field.name: field.value(self) for field in FIELDS if field.row}
 
 
-assert tuple(WindowAggregate.__annotations__) == _NAMES, (
-    "WindowAggregate's annotations must follow ACCUMULATORS"
-)
-
-
 def _ratio(part: float, whole: float) -> float | None:
     return part / whole if whole else None
 
@@ -428,6 +424,7 @@ FIELDS = (
 ROW_FIELDS = tuple(field.name for field in FIELDS if field.row)
 
 
+@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 @dataclass(slots=True)
 class WindowRow:
     """One (window_start, channel, queue) row; `final` once the watermark has passed its end.
@@ -457,6 +454,7 @@ class WindowRow:
         }
 
 
+@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 class WindowStore:
     """Open (retractable) and recently final windows, keyed by start and (channel, queue)."""
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 from pipeline.engine import Batch, Engine
 from pipeline.engine.agents import AgentSummary, AgentWindow, agent_rolling
@@ -127,6 +128,7 @@ def agent_snapshot(source: str, partition: int, offset: int, engine: Engine, *,
     )
 
 
+@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 @dataclass(slots=True)
 class AgentPartial:
     offset: int
@@ -134,6 +136,7 @@ class AgentPartial:
     summary: AgentSummary
 
 
+@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 @dataclass(slots=True)
 class Partial:
     source: int
@@ -143,6 +146,7 @@ class Partial:
     waiting: tuple[int, float | None]
 
 
+@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 class MergedViews:
     """The owner side: newest partial per (key, source partition), merged on demand."""
 
