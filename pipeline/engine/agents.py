@@ -271,14 +271,9 @@ class Agents:
     def _accrue(self, run: Run, until: float, open_from: float) -> None:
         """The run's agent seconds from where it stands to `until`, owed per window."""
         if run.count and until > run.ran:
-            owed, count, width = run.owed, run.count, self.width
-            begin = max(run.ran, open_from)
-            start = math.floor(begin / width) * width
-            while start < until:  # _split, inlined: this runs for every run at every boundary
-                stop = start + width
-                piece = round(min(until, stop) - max(begin, start), _DIGITS)
-                owed[start] = round(owed.get(start, 0.0) + piece * count, _DIGITS)
-                start = stop
+            owed = run.owed
+            for start, piece in self._split(max(run.ran, open_from), until):
+                owed[start] = round(owed.get(start, 0.0) + piece * run.count, _DIGITS)
         run.ran = max(run.ran, until)
 
     def _live(self, entry: tuple[float, int, str, AgentEvent]) -> Agent | None:
