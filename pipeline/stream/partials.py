@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from mypy_extensions import mypyc_attr
 
 from pipeline.engine import Batch, Engine
 from pipeline.engine.agents import AgentSummary, AgentWindow, agent_rolling
@@ -128,7 +127,6 @@ def agent_snapshot(source: str, partition: int, offset: int, engine: Engine, *,
     )
 
 
-@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 @dataclass(slots=True)
 class AgentPartial:
     offset: int
@@ -136,7 +134,6 @@ class AgentPartial:
     summary: AgentSummary
 
 
-@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 @dataclass(slots=True)
 class Partial:
     source: int
@@ -146,7 +143,6 @@ class Partial:
     waiting: tuple[int, float | None]
 
 
-@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 class MergedViews:
     """The owner side: newest partial per (key, source partition), merged on demand."""
 
