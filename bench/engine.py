@@ -80,7 +80,8 @@ def timed(run: Callable[[list[bytes]], None], lines: list[bytes], repeat: int = 
     return best
 
 
-def memory_per_open_conversation(count: int) -> float:
+def open_conversations(count: int) -> list[bytes]:
+    """Events of `count` open conversations: a start and a scored customer message each."""
     lines = []
     for i in range(count):
         ids = f'"conversation_id":"conv-{i:08d}","customer_id":"cust-{i:08d}"'
@@ -93,6 +94,11 @@ def memory_per_open_conversation(count: int) -> float:
             f'{{"event_id":"m-{i:08d}","type":"message",{common},"timestamp":{t + 0.005},'
             f'"direction":"inbound","author":"customer","sentiment":-0.4}}'.encode()
         )
+    return lines
+
+
+def memory_per_open_conversation(count: int) -> float:
+    lines = open_conversations(count)
     eng = Engine()
     gc.collect()
     before = memory_bytes("VmRSS")

@@ -7,10 +7,8 @@ built from the sources as they are now; otherwise, or with CCPIPE_PURE_PYTHON=1,
 them is loaded from its source (all or none: compiled modules call each other natively). The
 pure-Python path is the same code, so it stays importable and tested (tests/test_native.py).
 
-Checkpoints pickle the engine's state. A compiled (native) class unpickles only when its
-constructor can be called without arguments, so the state's classes whose constructor needs
-some are marked `@mypyc_attr(native_class=False)`: ordinary classes with compiled methods.
-(`serializable=True` left attributes of native classes unset here, mypyc 2.4.1.)
+Every class is compiled as a native class. Checkpoints pickle the engine's state, and a native
+class can only be made by calling its constructor: pipeline/engine/pickling.py says how.
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ ROOT = PACKAGE.parent
 MODULES = (
     "pipeline.timefmt",
     "pipeline.events",
+    "pipeline.engine.pickling",
     "pipeline.engine.dedup",
     "pipeline.engine.waiting",
     "pipeline.engine.windows",

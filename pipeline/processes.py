@@ -1,4 +1,5 @@
-"""Child processes that ccpipe starts (broker, workers, simulator, Prometheus, wall) and stops by PID.
+"""Child processes that ccpipe starts (broker, workers and their stores, simulator, Prometheus, wall)
+and stops by PID.
 
 Every child runs in a session of its own (a Ctrl-C at the terminal reaches only the parent,
 which then stops the children in order) and gets a parent-death signal: when the process that
@@ -28,9 +29,10 @@ def spawn(
     command: Sequence[str],
     log: Path | None,
     env: Mapping[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
     """Start `command` in its own session, output appended to `log` (or discarded), tied to this
-    process's life by a parent-death signal.
+    process's life by a parent-death signal; `pass_fds` stay open in it.
 
     The kernel sends that signal when the *thread* that forked exits, so it is armed only for
     children started from the main thread (one started from another thread would die with it)."""
@@ -40,7 +42,7 @@ def spawn(
     try:
         return subprocess.Popen(
             list(command), env=None if env is None else dict(env), stdout=handle, stderr=handle,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=tuple(pass_fds),
         )  # fmt: skip
     finally:
         if not isinstance(handle, int):

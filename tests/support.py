@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -103,11 +104,14 @@ class Run:
         return sum(row[field] for row in self.windows.values())
 
 
-def outputs(lines: list[str], batch_size: int) -> dict[str, Any]:
-    """Everything an engine makes of raw event lines fed in batches, as JSON values: each
-    invalid line's reason, every conversation record and every row (provisional and final),
-    in order. Two engines agree on an input when these are equal."""
-    engine = Engine()
+def outputs(
+    lines: list[str], batch_size: int, engine: Engine | None = None, flush: bool = True
+) -> dict[str, Any]:
+    """Everything an engine (a new one unless given) makes of raw event lines fed in batches, as
+    JSON values: each invalid line's reason, every conversation record and every row
+    (provisional and final), in order, and with `flush` the end of input's. Two engines agree
+    on an input when these are equal."""
+    engine = engine or Engine()
     out: dict[str, list[Any]] = {"invalid": [], "conversations": [], "windows": [], "agents": []}
 
     def absorb(batch: Any) -> None:
@@ -119,5 +123,25 @@ def outputs(lines: list[str], batch_size: int) -> dict[str, Any]:
     out["invalid"] = [[item.reason, item.detail] for item in items if isinstance(item, InvalidEvent)]
     for start in range(0, len(items), batch_size):
         absorb(engine.process(items[start : start + batch_size]))
-    absorb(engine.flush())
+    if flush:
+        absorb(engine.flush())
     return out
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie of ours counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def gone_within(pid: int, timeout: float) -> bool:
+    """Whether `pid` stops running within `timeout` seconds (polled, not slept through)."""
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

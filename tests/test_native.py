@@ -65,7 +65,7 @@ def test_the_engine_tests_pass_on_the_pure_python_path() -> None:
 
 
 def test_a_checkpoint_of_an_engine_with_every_kind_of_state_restores() -> None:
-    """Checkpoints pickle the engine with its settings (calendars included) on either path."""
+    """Checkpoints pickle the engine with its settings (calendars included)."""
     calendars = load_calendars(
         yaml.safe_load((TESTS.parent / "deploy" / "calendars.example.yaml").read_text())
     )
@@ -116,6 +116,37 @@ def _broken(line: str, how: int) -> str:
 
 
 @pytest.mark.skipif(PURE, reason="both sides would be pure Python")
+def test_a_checkpoint_made_on_one_path_goes_on_on_the_other(pure_engine: subprocess.Popen[bytes]) -> None:
+    """A worker that ran pure Python (its build stale) and one that runs compiled read each
+    other's checkpoints: each state class pickles the same on both (pipeline/engine/pickling.py)."""
+    simulated = Simulator(SimulationSettings(seed=8)).events()
+    lines = [orjson.dumps(event).decode() for event in itertools.islice(simulated, 4000)]
+    first, rest = lines[:2500], lines[2500:]
+    compiled = Engine()
+    outputs(first, 100, compiled, flush=False)
+    image = pickle.dumps(compiled)
+    expected = orjson.loads(orjson.dumps(outputs(rest, 100, compiled)))
+
+    # compiled -> pure
+    pure = _ask(pure_engine, {"lines": rest, "batch": 100, "image": image.hex()})
+    del pure["image"]
+    assert pure == expected
+    # pure -> compiled
+    pure_image = _ask(pure_engine, {"lines": first, "batch": 100, "flush": False})["image"]
+    resumed = outputs(rest, 100, pickle.loads(bytes.fromhex(pure_image)))
+    assert orjson.loads(orjson.dumps(resumed)) == expected
+    assert expected["agents"] and expected["windows"] and expected["conversations"]
+
+
+def _ask(pure_engine: subprocess.Popen[bytes], request: dict[str, Any]) -> dict[str, Any]:
+    assert pure_engine.stdin is not None and pure_engine.stdout is not None
+    pure_engine.stdin.write(orjson.dumps(request) + b"\n")
+    pure_engine.stdin.flush()
+    answer: dict[str, Any] = orjson.loads(pure_engine.stdout.readline())
+    return answer
+
+
+@pytest.mark.skipif(PURE, reason="both sides would be pure Python")
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), conversations=st.integers(3, 40), batch=st.integers(1, 400),
        broken=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 4)), max_size=5))  # fmt: skip
@@ -131,8 +162,6 @@ def test_compiled_and_pure_python_give_the_same_outputs(
     for where, how in broken:
         if lines:
             lines[where % len(lines)] = _broken(lines[where % len(lines)], how)
-    assert pure_engine.stdin is not None and pure_engine.stdout is not None
-    pure_engine.stdin.write(orjson.dumps({"lines": lines, "batch": batch}) + b"\n")
-    pure_engine.stdin.flush()
-    pure = orjson.loads(pure_engine.stdout.readline())
+    pure = _ask(pure_engine, {"lines": lines, "batch": batch})
+    del pure["image"]
     assert orjson.loads(orjson.dumps(outputs(lines, batch))) == pure

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from streaming import WorkerProcess, fresh_topics, lines_of, settings_for, wait_until
-from support import T0, agent_msg, customer_msg
+from support import T0, agent_msg, alive, customer_msg
 
 from pipeline.broker import EmbeddedBroker, start_broker
 from pipeline.ports import LOOPBACK, free_port
@@ -29,15 +29,6 @@ from pipeline.produce import send_lines
 from pipeline.stream.topics import ensure_topics
 
 STOP_BOUND = 10.0  # the issue's promise: nothing of a run alive 10 s after SIGTERM or SIGKILL
-
-
-def alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie of ours counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 WALL_NUMBERS = ("frt_p90_seconds", "within_target_ratio", "service_level_ratio", "waiting", "oldest_waiting_seconds",

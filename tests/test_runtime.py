@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import pickle
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -15,6 +14,7 @@ from support import T0, agent_msg, event
 from pipeline.deadletter import DeadLetter
 from pipeline.engine import Batch
 from pipeline.settings import EngineSettings
+from pipeline.stream.checkpoints import unpack
 from pipeline.stream.partials import MergedViews
 from pipeline.stream.routing import REROUTED_HEADER, home_partition
 from pipeline.stream.runtime import Message, PartitionEngine, Record, Runtime, StoredInput
@@ -49,7 +49,7 @@ class Log:
         return copy.deepcopy(self.saved)
 
     async def save(self, partition: int, applied_offset: int, image: bytes) -> int:
-        self.saved = pickle.loads(image)
+        self.saved = unpack(image)
         assert self.saved is not None and self.saved.applied_offset == applied_offset
         return 1
 

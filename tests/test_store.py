@@ -1,5 +1,6 @@
-"""ClickHouse storage on the real ClickHouse engine (chDB), and against a ClickHouse server
-when CCPIPE_TEST_CLICKHOUSE_URL is set (clickhouse://user:pass@host:9000/db)."""
+"""ClickHouse storage on the real ClickHouse engine (chDB), in this process and in a store
+process of its own as a worker runs it, and against a ClickHouse server when
+CCPIPE_TEST_CLICKHOUSE_URL is set (clickhouse://user:pass@host:9000/db)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pipeline.events import Event, decode_event
 from pipeline.settings import EngineSettings, WorkerSettings
 from pipeline.store.backends import Backend, DriverBackend, StoreUnavailable, open_backend
 from pipeline.store.migrations import migrate
+from pipeline.store.process import ProcessBackend
 from pipeline.store.rows import TABLES, interaction_row
 from pipeline.store.sink import StoreSink
 from pipeline.store.writer import StoreWriter
@@ -31,13 +33,15 @@ from pipeline.stream.routing import home_partition
 from pipeline.stream.runtime import StoredInput
 
 SERVER_URL = os.environ.get("CCPIPE_TEST_CLICKHOUSE_URL")
-BACKENDS = ["chdb"] + (["server"] if SERVER_URL else [])
+BACKENDS = ["chdb", "chdb-process"] + (["server"] if SERVER_URL else [])
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "chdb":
         store = open_backend(f"chdb://{tmp_path}/chdb")
+    elif request.param == "chdb-process":
+        store = ProcessBackend(f"chdb://{tmp_path}/chdb", log=tmp_path / "store.log")
     else:  # a fresh database on the server, dropped afterwards
         assert SERVER_URL is not None
         admin = open_backend(SERVER_URL)
@@ -127,8 +131,7 @@ def test_driver_path_encodes_every_column_with_the_ddl_types(backend: Backend) -
     driver._call = lambda *args, **kwargs: statements.append((args, kwargs))  # type: ignore[method-assign]
     for table, columns in TABLES.items():
         described = {row[0]: row[1] for row in backend.select(f"DESCRIBE TABLE {table}").rows}
-        data = [list(values) for values in zip(*rows[table], strict=True)]
-        driver.insert(table, columns, data)
+        driver.insert(table, columns, rows[table])
         (sql, converted), options = statements.pop()
         assert sql == f"INSERT INTO {table} ({', '.join(c.name for c in columns)}) VALUES"
         assert options == {"columnar": True, "types_check": True}
@@ -231,9 +234,9 @@ class Outage:
         self._check()
         self.store.execute(sql)
 
-    def insert(self, table: str, columns: Any, data: Any) -> None:
+    def insert(self, table: str, columns: Any, rows: Any) -> None:
         self._check()
-        self.store.insert(table, columns, data)
+        self.store.insert(table, columns, rows)
 
     def select(self, sql: str, readonly: bool = True) -> Any:
         self._check()

@@ -23,8 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from mypy_extensions import mypyc_attr
-
+from pipeline.engine.pickling import by_attributes, by_fields
 from pipeline.events import DEFAULT_QUEUE, HANDLING, Event
 
 Key = tuple[str, str]  # (channel, queue)
@@ -36,7 +35,6 @@ _INDEX = {state: i for i, state in enumerate(STATES)}
 _DIGITS = 6
 
 
-@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 @dataclass(slots=True)
 class AgentEvent:
     """One agent event as the timeline needs it (queues/channels None: carried over)."""
@@ -48,12 +46,14 @@ class AgentEvent:
     channels: tuple[str, ...] | None
     contact: Key | None  # the (channel, queue) of the contact handled, for handle time
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_fields(self)
+
 
 # The run of an agent's latest state, as agent time needs it: (state, queues, contact).
 RunKey = tuple[str, tuple[str, ...], Key | None]
 
 
-@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 @dataclass(slots=True)
 class Run:
     """The agents running one latest state: how many, up to when their time is accounted for,
@@ -63,6 +63,9 @@ class Run:
     count: int
     ran: float
     owed: dict[float, float] = field(default_factory=dict)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_fields(self)
 
 
 @dataclass(slots=True)
@@ -78,6 +81,9 @@ class Agent:
     # The run of the latest state the windows are being given, None when offline or stale.
     running: RunKey | None = None
     served: Served | None = None  # its state, queues and channels while running
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_fields(self)
 
     def latest(self) -> tuple[AgentEvent, tuple[str, ...], tuple[str, ...] | None]:
         """The latest event with the queues and channels in force from it on."""
@@ -95,6 +101,9 @@ class AgentWindow:
 
     def __init__(self, seconds: list[float] | None = None) -> None:
         self.seconds = seconds if seconds is not None else [0.0] * len(STATES)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_attributes(self, ())
 
     def add(self, index: int, seconds: float) -> None:
         self.seconds[index] = round(self.seconds[index] + seconds, _DIGITS)
@@ -126,7 +135,6 @@ class AgentWindow:
         }
 
 
-@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 @dataclass(slots=True)
 class AgentRow:
     """One `agent_window` row: (window_start, queue); `final` once the watermark passed its end."""
@@ -137,12 +145,14 @@ class AgentRow:
     final: bool
     window: AgentWindow
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_fields(self)
+
     def as_dict(self) -> dict[str, Any]:
         return {"window_start": self.window_start, "window_seconds": self.window_seconds, "queue": self.queue,
                 **self.window.result()}  # fmt: skip
 
 
-@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 class Agents:
     """Every agent of one engine and the agent windows.
 
@@ -152,6 +162,9 @@ class Agents:
     window, not one per agent; an agent with new events is corrected from its earliest new
     event on: its old timeline there taken out, the new one put in (exact: every time is a
     decimal of at most `_DIGITS` places, each sum rounded to it)."""
+
+    __slots__ = ("_changed", "_deadlines", "_fresh", "_idle", "_sequence", "agents", "final", "open",
+                 "retention", "running", "serving", "settled", "since", "stale", "width")  # fmt: skip
 
     def __init__(self, width: float, stale: float, retention: float) -> None:
         self.width = width
@@ -171,6 +184,9 @@ class Agents:
         self._fresh: dict[str, Agent] = {}
         self._idle: set[str] = set()  # not running: offline or stale, forgotten once past the windows
         self._changed: set[tuple[float, str]] = set()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_attributes(self, (self.width, self.stale, self.retention))
 
     def observe(self, event: Event) -> None:
         assert event.agent_id is not None and event.state is not None

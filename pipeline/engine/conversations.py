@@ -12,8 +12,7 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-from mypy_extensions import mypyc_attr
-
+from pipeline.engine.pickling import by_attributes
 from pipeline.engine.windows import ABANDON, FRT, RESOLUTION, RESOLUTION_TIME, START, Key
 from pipeline.events import Event
 from pipeline.settings import EngineSettings
@@ -22,7 +21,6 @@ from pipeline.settings import EngineSettings
 Sample = tuple[int, float, Any]  # (kind, time, value)
 
 
-@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 class Conversation:
     """Mutable state of one conversation; small, because an open one lives in memory."""
 
@@ -55,13 +53,13 @@ class Conversation:
         "start",
     )
 
-    def __init__(self, event: Event) -> None:
+    def __init__(self, conversation_id: str, customer_id: str, key: Key, t: float) -> None:
         # The customer is fixed by the first event to arrive; the key by the earliest in time.
-        self.conversation_id = event.conversation_id
-        self.customer_id = event.customer_id
-        self.key: Key = (event.channel, event.queue)
-        self.key_time = event.timestamp
-        self.last_seen = event.timestamp
+        self.conversation_id = conversation_id
+        self.customer_id = customer_id
+        self.key = key
+        self.key_time = t
+        self.last_seen = t
         self.start: float | None = None
         # (time, agent_id) of the earliest agent reply at or after start.
         self.first_response: tuple[float, str] | None = None
@@ -89,6 +87,9 @@ class Conversation:
         # Derived samples as placed in windows, and per-message samples still in open windows.
         self.placed: dict[Any, Sample] = {}
         self.recent: list[tuple[int, float, Any]] = []
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_attributes(self, (self.conversation_id, self.customer_id, self.key, self.key_time))
 
     # --- facts -----------------------------------------------------------------------------
 

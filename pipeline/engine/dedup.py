@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from mypy_extensions import mypyc_attr
+from pipeline.engine.pickling import by_attributes
 
 # The horizon is cut into this many buckets; memory overshoots the horizon by one bucket at most.
 BUCKETS_PER_HORIZON = 16
 
 
-@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 class EventIdSet:
     """Remembers event ids for `horizon` seconds of event time after their own event time."""
 
@@ -22,6 +22,9 @@ class EventIdSet:
         self._bucket_of: dict[str, int] = {}
         self._buckets: dict[int, list[str]] = {}
         self._oldest = -math.inf
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_attributes(self, (self.horizon,))
 
     def __len__(self) -> int:
         return len(self._bucket_of)

@@ -18,6 +18,7 @@ from typing import Any
 from pipeline.engine.agents import AgentRow, Agents, AgentSummary, AgentWindow, agent_rolling
 from pipeline.engine.conversations import Conversation, covers
 from pipeline.engine.dedup import EventIdSet
+from pipeline.engine.pickling import by_attributes, by_fields
 from pipeline.engine.sentiment import message_score
 from pipeline.engine.waiting import WaitingSet
 from pipeline.engine.windows import FRT, SENTIMENT, SURVEY, Key, WindowRow, WindowStore, rolling_views
@@ -26,7 +27,7 @@ from pipeline.settings import ROLLING_SPANS, EngineSettings
 
 # The shape of an engine's state; a checkpoint of another shape is not restored (bump it when
 # the engine's, a conversation's or a window's attributes change).
-STATE_FORMAT = 7
+STATE_FORMAT = 8
 
 # Deadlines kept in the timer heap.
 _FCR_FINAL, _EVICT = 0, 1
@@ -54,6 +55,9 @@ class Batch:
     agent_windows: list[AgentRow] = field(default_factory=list)
     agents_held: list[float] = field(default_factory=list)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_fields(self)
+
 
 @dataclass(slots=True)
 class EngineStats:
@@ -65,9 +69,16 @@ class EngineStats:
     late: int = 0
     late_samples: int = 0  # window samples refused because their window was already final
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_fields(self)
+
 
 class Engine:
     """Conversation state, windows, de-duplication and the event-time watermark."""
+
+    __slots__ = ("_batch", "_changed", "_next_sweep", "_not_after", "_sequence", "_timers", "agents",
+                 "closed", "conversations", "customers", "event_ids", "newest", "settings", "state_format",
+                 "stats", "waiting_by_key", "windows")  # fmt: skip
 
     def __init__(self, settings: EngineSettings | None = None) -> None:
         self.settings = settings or EngineSettings()
@@ -91,6 +102,9 @@ class Engine:
         self._batch = Batch()
         self._not_after = math.inf
         self.state_format = STATE_FORMAT
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_attributes(self, (self.settings,))
 
     def resumes(self, settings: EngineSettings) -> bool:
         """True when this (restored) state was made by this engine version with `settings`:
@@ -173,7 +187,9 @@ class Engine:
     def _apply(self, event: Event) -> None:
         conv = self.conversations.get(event.conversation_id)
         if conv is None:
-            conv = self.conversations[event.conversation_id] = Conversation(event)
+            conv = self.conversations[event.conversation_id] = Conversation(
+                event.conversation_id, event.customer_id, (event.channel, event.queue), event.timestamp
+            )
             self.customers.setdefault(conv.customer_id, []).append(conv)
         old_key = conv.key
         if conv.observe(event):

@@ -5,6 +5,9 @@ snapshot cost O(log n) per change instead of a min() over every waiting conversa
 from __future__ import annotations
 
 import heapq
+from typing import Any
+
+from pipeline.engine.pickling import by_attributes
 
 
 class WaitingSet:
@@ -15,6 +18,9 @@ class WaitingSet:
     def __init__(self) -> None:
         self._starts: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []  # may hold entries no longer current
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_attributes(self, ())
 
     def __len__(self) -> int:
         return len(self._starts)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ddsketch import DDSketch
-from mypy_extensions import mypyc_attr
 
+from pipeline.engine.pickling import by_attributes, by_fields
 from pipeline.engine.sentiment import NEGATIVE_THRESHOLD
 from pipeline.settings import ROLLING_SPANS
 
@@ -45,6 +45,9 @@ class ExactSamples:
 
     def __init__(self) -> None:
         self.values: list[float] = []
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_attributes(self, ())
 
     def add(self, value: float) -> None:
         bisect.insort(self.values, value)
@@ -71,6 +74,9 @@ class SketchSamples:
         self.sketch = DDSketch(relative_accuracy=SKETCH_RELATIVE_ACCURACY)
         self.low = math.inf
         self.high = -math.inf
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_attributes(self, ())
 
     def add(self, value: float) -> None:
         self.sketch.add(value)
@@ -211,6 +217,9 @@ class WindowAggregate:
     def __init__(self, sketches: bool = False) -> None:
         """A window (exact, retractable samples) or, with `sketches`, a merge of windows."""
         _initialize(self, sketches)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_attributes(self, ())
 
     def apply(self, kind: int, value: Any, sign: int, sla_target: float) -> None:
         """Add (sign=+1) or retract (sign=-1) one sample."""
@@ -424,7 +433,6 @@ FIELDS = (
 ROW_FIELDS = tuple(field.name for field in FIELDS if field.row)
 
 
-@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 @dataclass(slots=True)
 class WindowRow:
     """One (window_start, channel, queue) row; `final` once the watermark has passed its end.
@@ -438,6 +446,9 @@ class WindowRow:
     queue: str
     final: bool
     aggregate: WindowAggregate
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_fields(self)
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -454,9 +465,10 @@ class WindowRow:
         }
 
 
-@mypyc_attr(native_class=False)  # unpickled from checkpoints (pipeline/native.py)
 class WindowStore:
     """Open (retractable) and recently final windows, keyed by start and (channel, queue)."""
+
+    __slots__ = ("_changed", "final", "final_before", "open", "retention", "sla_target", "width")
 
     def __init__(
         self, window_seconds: float, sla_target: Callable[[str], float], retention_seconds: float
@@ -469,6 +481,9 @@ class WindowStore:
         # Every window starting before this instant is final.
         self.final_before = -math.inf
         self._changed: set[tuple[float, Key]] = set()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return by_attributes(self, (self.width, self.sla_target, self.retention))
 
     def start_of(self, t: float) -> float:
         return math.floor(t / self.width) * self.width

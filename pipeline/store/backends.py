@@ -5,8 +5,8 @@
 - `chdb:///path/to/dir`: the embedded ClickHouse engine (chDB), file-backed, in this process;
   columnar inserts through an Arrow table. A chDB directory is opened by one process at a time.
 
-Rows reach a backend as columns of plain Python values (times as epoch seconds); each backend
-converts them to what its client wants.
+Rows reach a backend as tuples of plain Python values in its columns' order (times as epoch
+seconds); each backend turns them into what its client wants.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Backend(Protocol):
     url: str
 
     def execute(self, sql: str) -> None: ...
-    def insert(self, table: str, columns: Sequence[Column], data: Sequence[Sequence[Any]]) -> None: ...
+    def insert(self, table: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]) -> None: ...
     def select(self, sql: str, readonly: bool = True) -> QueryResult: ...
     def close(self) -> None: ...
 
@@ -81,6 +81,11 @@ def open_backend(url: str) -> Backend:
     )
 
 
+def columns_of(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows turned into columns (ClickHouse clients insert columns)."""
+    return [list(values) for values in zip(*rows, strict=True)]
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     parts = urlsplit(url)
@@ -109,12 +114,12 @@ class ChdbBackend:
         with self._lock:
             self._session.query(sql)
 
-    def insert(self, table: str, columns: Sequence[Column], data: Sequence[Sequence[Any]]) -> None:
+    def insert(self, table: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]) -> None:
         import pyarrow as pa  # noqa: PLC0415 - comes with chDB
         import pyarrow.compute as pc  # noqa: PLC0415
 
         arrays = {}
-        for column, values in zip(columns, data, strict=True):
+        for column, values in zip(columns, columns_of(rows), strict=True):
             # Typed like the column, so a value that does not fit fails here instead of
             # being converted silently by INSERT ... SELECT.
             if column.is_time:  # epoch seconds to milliseconds, rounded half to even as round() does
@@ -158,8 +163,10 @@ class DriverBackend:
     def execute(self, sql: str) -> None:
         self._call(sql)
 
-    def insert(self, table: str, columns: Sequence[Column], data: Sequence[Sequence[Any]]) -> None:
-        converted = [_driver_column(column, values) for column, values in zip(columns, data, strict=True)]
+    def insert(self, table: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]) -> None:
+        converted = [
+            _driver_column(column, values) for column, values in zip(columns, columns_of(rows), strict=True)
+        ]
         names = ", ".join(c.name for c in columns)
         self._call(f"INSERT INTO {table} ({names}) VALUES", converted, columnar=True, types_check=True)
 

@@ -220,10 +220,8 @@ class StoreWriter:
                 await self._isolate(table, half, exc)
 
     async def _insert(self, table: str, rows: list[Row]) -> None:
-        columns = TABLES[table]
-        data: list[Any] = [list(values) for values in zip(*rows, strict=True)]
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self.backend.insert, table, columns, data)
+        await loop.run_in_executor(self._thread, self.backend.insert, table, TABLES[table], rows)
         self.stats.rows_written[table] = self.stats.rows_written.get(table, 0) + len(rows)
         self._on_written(table, len(rows))
 

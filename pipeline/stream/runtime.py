@@ -29,7 +29,7 @@ from pipeline.deadletter import DeadLetter
 from pipeline.engine import Batch, Engine
 from pipeline.events import KEY_TOO_LARGE, MAX_KEY_BYTES, Event, InvalidEvent, decode_event
 from pipeline.settings import EngineSettings
-from pipeline.stream.checkpoints import image
+from pipeline.stream.checkpoints import Capture
 from pipeline.stream.partials import AGENTS, PublishState, agent_snapshot, partial_key, snapshot
 from pipeline.stream.routing import REROUTED_HEADER, home_partition
 
@@ -391,14 +391,15 @@ class Runtime:
         checkpoint, never of what precedes it. A partition revoked meanwhile is saved all the
         same (its image is valid), but only its own object records it."""
         partition, offset = assigned.partition, assigned.applied_offset
-        taken = image(assigned.state)
+        taken = Capture(assigned.state)  # the instant; the image is made in a forked copy
         stored = asyncio.ensure_future(self.outputs.flush(store_timeout))  # covers the rows given so far
 
         async def save() -> bool:
+            payload = await taken.image()
             if not await stored:
                 log.info("checkpoint of partition %d postponed: the store is behind", partition)
                 return False
-            size = await self._save_checkpoint(partition, offset, taken)
+            size = await self._save_checkpoint(partition, offset, payload)
             assigned.checkpointed = max(offset, assigned.checkpointed)
             self.stats.checkpoints += 1
             self.stats.checkpoint_bytes += size

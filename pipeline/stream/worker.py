@@ -28,8 +28,9 @@ from pipeline.engine import Batch
 from pipeline.exporter import Exporter
 from pipeline.ports import LOOPBACK, listen
 from pipeline.settings import WorkerSettings
-from pipeline.store.backends import chdb_dir, open_backend, redact
+from pipeline.store.backends import chdb_dir, redact
 from pipeline.store.migrations import migrate
+from pipeline.store.process import ProcessBackend
 from pipeline.store.query import ENDPOINT_FILE, STORE_HEADER
 from pipeline.store.sink import StoreSink
 from pipeline.store.writer import StoreWriter
@@ -98,7 +99,9 @@ class Worker:
             source=settings.input_topic,
             window_rows_every=settings.store_flush_seconds,
         )
-        self.backend = open_backend(settings.store())
+        # The store runs in a child process (pipeline/store/process.py): the writer's work does
+        # not compete with the event loop for this interpreter.
+        self.backend = ProcessBackend(settings.store(), log=Path(settings.data_dir) / "store.log")
         self.store_dir = chdb_dir(settings.store())
         self.stalls = StallWatch(settings.partition_stall_seconds)
         self.exporter = Exporter(
@@ -230,7 +233,14 @@ class Worker:
         checkpoint = await self.checkpoints.load(partition)
         if checkpoint is None:
             return None
-        state = restore(checkpoint)
+        try:
+            state = restore(checkpoint)
+        except Exception as error:  # whatever fails, the state is not this version's
+            log.warning(
+                "partition %d: its checkpoint does not load (%r), made by another ccpipe version; "
+                "rebuilding the partition's state from the topic", partition, error,
+            )  # fmt: skip
+            return None
         assert isinstance(state, PartitionEngine)
         return state
 

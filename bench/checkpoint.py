@@ -1,0 +1,80 @@
+"""What a checkpoint costs as the state grows: its size, and how long the event loop pauses.
+
+For each count of open conversations (a start and a scored customer message each, so two
+remembered event ids each), one engine holding them all, as one partition would:
+
+- image: pickled and compressed, bytes in all and per conversation;
+- synchronous: making the image on the event loop (what a checkpoint cost before the fork);
+- capture: what the event loop pauses now (`Capture`: the fork), and how long until the forked
+  copy has the image ready (on the other core, while the loop goes on);
+- restore: unpickling it at recovery.
+
+Usage: python bench/checkpoint.py [--open 100000 200000 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import platform
+import time
+
+from engine import BATCH, memory_bytes, open_conversations
+
+from pipeline import native
+from pipeline.engine import Engine
+from pipeline.events import decode_event
+from pipeline.stream.checkpoints import Capture, image, unpack
+
+
+def measure(count: int) -> dict[str, float]:
+    lines = open_conversations(count)
+    engine = Engine()
+    for start in range(0, len(lines), BATCH):
+        engine.process([decode_event(line) for line in lines[start : start + BATCH]])
+    del lines
+    gc.collect()
+    gc.freeze()  # as a worker does: the state is not traversed by every collection
+    began = time.perf_counter()
+    payload = image(engine)
+    synchronous = time.perf_counter() - began
+
+    async def capture() -> tuple[float, float]:
+        began = time.perf_counter()
+        taken = Capture(engine)
+        paused = time.perf_counter() - began
+        await taken.image()
+        return paused, time.perf_counter() - began
+
+    paused, ready = asyncio.run(capture())
+    began = time.perf_counter()
+    restored = unpack(payload)
+    restore = time.perf_counter() - began
+    assert isinstance(restored, Engine) and len(restored.conversations) == count
+    return {"image_bytes": len(payload), "synchronous": synchronous, "paused": paused, "ready": ready,
+            "restore": restore, "rss": memory_bytes("VmRSS")}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--open", type=int, nargs="+", default=[100_000, 200_000])
+    args = parser.parse_args()
+    print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {native.MODE}")
+    print(
+        "| open conversations | image | per conversation | on the loop before | loop pause now (fork) "
+        "| image ready after | restore |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for count in args.open:
+        m = measure(count)
+        print(f"| {count:,} | {m['image_bytes'] / 2**20:.1f} MiB | {m['image_bytes'] / count:.0f} B "
+              f"| {m['synchronous']:.2f} s | {m['paused'] * 1000:.1f} ms | {m['ready']:.2f} s "
+              f"| {m['restore']:.2f} s |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
