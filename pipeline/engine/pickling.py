@@ -11,9 +11,12 @@ has is skipped, so a restore never fails on one — whether a restored state is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 _NAMES: dict[type, tuple[str, ...]] = {}
+_GETTERS: dict[type, Callable[[Any], Any]] = {}  # one attribute: its value, not a tuple
 
 
 def attribute_names(cls: type) -> tuple[str, ...]:
@@ -31,15 +34,21 @@ def by_fields(obj: object) -> tuple[Any, ...]:
 
 
 def by_attributes(obj: object, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """`__reduce__` of another class: its constructor called with `args`, then its attributes."""
+    """`__reduce__` of another class: its constructor called with `args`, then its attributes
+    (their names are one tuple per class, which pickle writes once per checkpoint)."""
     cls = type(obj)
-    return (restore, (cls, args, {name: getattr(obj, name) for name in attribute_names(cls)}))
-
-
-def restore(cls: type, args: tuple[Any, ...], attributes: dict[str, Any]) -> object:
-    obj = cls(*args)
     names = attribute_names(cls)
-    for name, value in attributes.items():
-        if name in names:
+    getter = _GETTERS.get(cls)
+    if getter is None:
+        getter = _GETTERS[cls] = attrgetter(*names)
+    values = getter(obj)
+    return (restore, (cls, args, names, values if len(names) > 1 else (values,)))
+
+
+def restore(cls: type, args: tuple[Any, ...], names: tuple[str, ...], values: tuple[Any, ...]) -> object:
+    obj = cls(*args)
+    known = attribute_names(cls)
+    for name, value in zip(names, values, strict=True):
+        if name in known:
             setattr(obj, name, value)
     return obj
