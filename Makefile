@@ -86,6 +86,7 @@ bench-quick: $(STAMP) native
 
 bench-engine: $(STAMP) native
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/checkpoint.py
 
 # Ten minutes of steady traffic with 200 000 open conversations: RSS and lag over time.
 soak: $(STAMP) native

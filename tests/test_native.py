@@ -47,10 +47,17 @@ def test_the_suite_runs_the_compiled_hot_path() -> None:
 def test_a_windows_annotations_follow_its_declared_accumulators() -> None:
     tree = ast.parse((TESTS.parent / "pipeline" / "engine" / "windows.py").read_text())
     window = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "WindowAggregate")
-    annotated = [
-        n.target.id for n in window.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+    annotated = [n for n in window.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)]
+    assert [n.target.id for n in annotated if isinstance(n.target, ast.Name)] == [
+        a.name for a in ACCUMULATORS
     ]
-    assert annotated == [a.name for a in ACCUMULATORS]
+    # An empty window: numbers start at zero of their type, samples are made by the constructor.
+    empty = {"Float64": 0.0, "Array(Float64)": None}
+    for node, accumulator in zip(annotated, ACCUMULATORS, strict=True):
+        value = ast.literal_eval(node.value) if node.value is not None else None
+        assert value == empty.get(accumulator.type, 0) and type(value) is type(
+            empty.get(accumulator.type, 0)
+        ), accumulator.name
 
 
 @pytest.mark.skipif(PURE, reason="this run is the pure-Python path already")

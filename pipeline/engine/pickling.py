@@ -20,10 +20,13 @@ _GETTERS: dict[type, Callable[[Any], Any]] = {}  # one attribute: its value, not
 
 
 def attribute_names(cls: type) -> tuple[str, ...]:
-    """The attributes of a state class: its `__slots__`, which mypyc keeps as `__mypyc_attrs__`."""
+    """The attributes of a state class: its `__slots__` (else its annotations), which mypyc
+    keeps as `__mypyc_attrs__`."""
     names = _NAMES.get(cls)
     if names is None:
-        names = _NAMES[cls] = tuple(getattr(cls, "__mypyc_attrs__", None) or getattr(cls, "__slots__"))  # noqa: B009
+        names = _NAMES[cls] = tuple(
+            getattr(cls, "__mypyc_attrs__", None) or getattr(cls, "__slots__", None) or cls.__annotations__
+        )
     return names
 
 

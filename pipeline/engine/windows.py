@@ -162,61 +162,49 @@ _NAMES = tuple(a.name for a in ACCUMULATORS)
 _VALUES = operator.attrgetter(*(f"{a.name}.values" if a.samples else a.name for a in ACCUMULATORS))
 _NUMBERS = tuple(a.name for a in ACCUMULATORS if not a.samples)
 _SAMPLES = tuple(a.name for a in ACCUMULATORS if a.samples)
-_FLOATS = frozenset(a.name for a in ACCUMULATORS if a.type == "Float64")
-
-
-def _initializer() -> Callable[[Any, bool], None]:
-    """Empty accumulators as one function of plain assignments, written from ACCUMULATORS (a
-    window is made for every key and minute of every partition: a loop of setattr calls was a
-    tenth of the engine's time)."""
-    body = [f"    self.{name} = {0.0 if name in _FLOATS else 0}" for name in _NUMBERS]
-    body += [f"    self.{name} = SketchSamples() if sketches else ExactSamples()" for name in _SAMPLES]
-    namespace: dict[str, Any] = {"SketchSamples": SketchSamples, "ExactSamples": ExactSamples}
-    exec("def initialize(self, sketches):\n" + "\n".join(body), namespace)  # only our own names
-    return namespace["initialize"]
-
-
-_initialize = _initializer()
 
 
 class WindowAggregate:
     """All accumulators of one window (or of a merge of windows) for one (channel, queue)."""
 
-    __slots__ = _NAMES
-    # The accumulators' types, for the type checker and the compiler (ACCUMULATORS declares
-    # them; tests/test_native.py keeps the two the same).
-    started: int
-    frt_n: int
-    frt_sum: float
-    frt_sla_ok: int
+    # The accumulators' types and empty values, for the type checker and the compiler
+    # (ACCUMULATORS declares them; tests/test_native.py keeps the two the same). A window is
+    # made for every key and minute of every partition: compiled, the defaults cost nothing.
+    started: int = 0
+    frt_n: int = 0
+    frt_sum: float = 0.0
+    frt_sla_ok: int = 0
     frt: ExactSamples | SketchSamples
-    abandoned: int
-    resolved: int
-    fcr_ok: int
-    sentiment_n: int
-    sentiment_sum: float
-    sentiment_negative: int
-    surveys: int
-    csat_n: int
-    csat_sum: int
-    csat_good: int
-    nps_n: int
-    nps_promoters: int
-    nps_detractors: int
-    ces_n: int
-    ces_sum: int
-    resolution_n: int
-    resolution_sum: float
+    abandoned: int = 0
+    resolved: int = 0
+    fcr_ok: int = 0
+    sentiment_n: int = 0
+    sentiment_sum: float = 0.0
+    sentiment_negative: int = 0
+    surveys: int = 0
+    csat_n: int = 0
+    csat_sum: int = 0
+    csat_good: int = 0
+    nps_n: int = 0
+    nps_promoters: int = 0
+    nps_detractors: int = 0
+    ces_n: int = 0
+    ces_sum: int = 0
+    resolution_n: int = 0
+    resolution_sum: float = 0.0
     resolution: ExactSamples | SketchSamples
-    abandoned_short: int
-    frt_business_sum: float
-    frt_business_sla_ok: int
+    abandoned_short: int = 0
+    frt_business_sum: float = 0.0
+    frt_business_sla_ok: int = 0
     frt_business: ExactSamples | SketchSamples
-    handle: float
+    handle: float = 0.0
 
     def __init__(self, sketches: bool = False) -> None:
         """A window (exact, retractable samples) or, with `sketches`, a merge of windows."""
-        _initialize(self, sketches)
+        samples = SketchSamples if sketches else ExactSamples
+        self.frt = samples()
+        self.resolution = samples()
+        self.frt_business = samples()
 
     def __reduce__(self) -> tuple[Any, ...]:
         return by_attributes(self, ())
