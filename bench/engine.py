@@ -54,7 +54,7 @@ def baseline(lines: list[bytes]) -> None:
     counts: Counter[tuple[str, str]] = Counter()
     for line in lines:
         event = orjson.loads(line)
-        counts[(event["type"], event["channel"])] += 1
+        counts[(event["type"], event.get("channel"))] += 1
 
 
 def validate(lines: list[bytes]) -> None:

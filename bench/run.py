@@ -58,7 +58,9 @@ def preload(bootstrap: str, lines: list[bytes], partitions: int) -> str:
 
 def baseline(kind: str, bootstrap: str, topic: str, events: int) -> float:
     """Events/s of one baseline consumer process (first to last event)."""
-    command = [sys.executable, str(HERE / "baselines.py"), kind, "--bootstrap", bootstrap, "--topic", topic]
+    # The Quix Streams peer may need an interpreter of its own (`make bench` makes one).
+    python = os.environ.get("QUIX_PYTHON", sys.executable) if kind == "quix" else sys.executable
+    command = [python, str(HERE / "baselines.py"), kind, "--bootstrap", bootstrap, "--topic", topic]
     command += ["--events", str(events)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=BASELINE_TIMEOUT, check=False)
     found = re.search(r"events=(\d+) seconds=([\d.]+)", result.stdout)  # Faust may print a spinner first
