@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from pipeline.engine import Engine
@@ -145,3 +149,19 @@ def gone_within(pid: int, timeout: float) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def outlived(script: str, how: signal.Signals, cwd: Path | None = None) -> int | None:
+    """Run `script` (Python that starts a child process and prints its pid), end the script's
+    process with `how`; the child's pid if it is still running 20 s later, else None."""
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=cwd)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert alive(child)
+        parent.send_signal(how)
+        parent.wait(timeout=20)
+        return None if gone_within(child, 20.0) else child
+    finally:
+        parent.kill()
+        parent.wait()

@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
-from support import gone_within, outputs
+from support import outlived, outputs
 
 from pipeline.engine import Engine
 from pipeline.simulate import SimulationSettings, Simulator
@@ -65,13 +63,5 @@ def test_the_copy_making_an_image_dies_with_the_worker(how: signal.Signals) -> N
         "print(taken._pid, flush=True)\n"
         "time.sleep(600)\n"
     )
-    worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=TESTS)
-    try:
-        assert worker.stdout is not None
-        copy = int(worker.stdout.readline())
-        worker.send_signal(how)
-        worker.wait(timeout=20)
-        assert gone_within(copy, 20.0), f"the image's process {copy} outlived its worker ({how.name})"
-    finally:
-        worker.kill()
-        worker.wait()
+    survivor = outlived(script, how, cwd=TESTS)
+    assert survivor is None, f"the image's process {survivor} outlived its worker ({how.name})"

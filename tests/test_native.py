@@ -25,6 +25,8 @@ from support import outputs
 from pipeline import native
 from pipeline.calendars import load_calendars
 from pipeline.engine import Engine
+from pipeline.engine.dedup import EventIdSet
+from pipeline.engine.pickling import attribute_names, restore
 from pipeline.engine.windows import ACCUMULATORS
 from pipeline.events import decode_event
 from pipeline.settings import EngineSettings
@@ -85,6 +87,17 @@ def test_a_checkpoint_of_an_engine_with_every_kind_of_state_restores() -> None:
     restored = pickle.loads(pickle.dumps(engine))
     rest = [decode_event(line.encode()) for line in lines[2000:]]
     assert _rows(restored.process(rest)) == _rows(engine.process(rest))
+
+
+def test_a_restore_skips_an_attribute_the_class_no_longer_has() -> None:
+    """A checkpoint's attributes are by name: one another version had (here "gone") is skipped,
+    the others land where their names say."""
+    ids = EventIdSet(60.0)
+    ids.add("e-1", 5.0)
+    names = attribute_names(EventIdSet)
+    values = tuple(getattr(ids, name) for name in names)
+    restored = restore(EventIdSet, (60.0,), ("gone", *reversed(names)), (1, *reversed(values)))
+    assert isinstance(restored, EventIdSet) and "e-1" in restored and len(restored) == 1
 
 
 def _rows(batch: Any) -> list[dict[str, Any]]:

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from support import alive, gone_within
+from support import alive, gone_within, outlived
 
 from pipeline.store.backends import Column, StoreUnavailable
 from pipeline.store.process import ProcessBackend, StoreRefused
@@ -54,14 +52,5 @@ def test_the_store_process_stops_with_the_process_that_started_it(
         "print(store._process.pid, flush=True)\n"
         "time.sleep(600)\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
-    try:
-        assert parent.stdout is not None
-        child = int(parent.stdout.readline())
-        assert alive(child)
-        parent.send_signal(how)
-        parent.wait(timeout=20)
-        assert gone_within(child, 20.0), f"store process {child} outlived its parent ({how.name})"
-    finally:
-        parent.kill()
-        parent.wait()
+    survivor = outlived(script, how)
+    assert survivor is None, f"store process {survivor} outlived its parent ({how.name})"

@@ -11,7 +11,7 @@ has is skipped, so a restore never fails on one — whether a restored state is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from operator import attrgetter
 from typing import Any
 
@@ -30,28 +30,35 @@ def attribute_names(cls: type) -> tuple[str, ...]:
     return names
 
 
+def _values(obj: object, names: tuple[str, ...]) -> tuple[Any, ...]:
+    """The object's attributes `names` (its class's), in order."""
+    cls = type(obj)
+    getter = _GETTERS.get(cls)
+    if getter is None:
+        getter = _GETTERS[cls] = attrgetter(*names)
+    values = getter(obj)
+    return values if len(names) > 1 else (values,)
+
+
 def by_fields(obj: object) -> tuple[Any, ...]:
     """`__reduce__` of a dataclass: its constructor called with its fields, in order."""
-    cls = type(obj)
-    return (cls, tuple([getattr(obj, name) for name in attribute_names(cls)]))
+    return (type(obj), _values(obj, attribute_names(type(obj))))
 
 
 def by_attributes(obj: object, args: tuple[Any, ...]) -> tuple[Any, ...]:
     """`__reduce__` of another class: its constructor called with `args`, then its attributes
     (their names are one tuple per class, which pickle writes once per checkpoint)."""
-    cls = type(obj)
-    names = attribute_names(cls)
-    getter = _GETTERS.get(cls)
-    if getter is None:
-        getter = _GETTERS[cls] = attrgetter(*names)
-    values = getter(obj)
-    return (restore, (cls, args, names, values if len(names) > 1 else (values,)))
+    names = attribute_names(type(obj))
+    return (restore, (type(obj), args, names, _values(obj, names)))
 
 
 def restore(cls: type, args: tuple[Any, ...], names: tuple[str, ...], values: tuple[Any, ...]) -> object:
     obj = cls(*args)
     known = attribute_names(cls)
-    for name, value in zip(names, values, strict=True):
-        if name in known:
-            setattr(obj, name, value)
+    pairs: Iterable[tuple[str, Any]] = zip(names, values, strict=True)
+    if names != known:  # written by another version: only the names this class still has
+        kept = set(known)
+        pairs = [(name, value) for name, value in pairs if name in kept]
+    for name, value in pairs:
+        setattr(obj, name, value)
     return obj
