@@ -15,7 +15,7 @@ help:
 	@echo "make run    - run the pipeline on embedded defaults and show where to look (RUN_ARGS='--spike chat')"
 	@echo "make test   - install what is needed and run the whole test suite"
 	@echo "make lint   - ruff and mypy"
-	@echo "make bench  - benchmarks (bench/); make bench-quick: under a minute; make soak: ten minutes"
+	@echo "make bench  - benchmarks (bench/); make bench-quick: about three minutes; make soak: ten minutes"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

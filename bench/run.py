@@ -13,6 +13,9 @@ pre-loaded topic:
   engine, sentiment, ClickHouse writes (chDB), checkpoints, partials and gauges; every event
   accounted for in the workers' counters and every valid event's row written.
 
+The floor and one worker are timed in alternated rounds (--rounds, 3): each figure moves by a
+fifth between runs on a busy machine, and their medians make floor_ratio.
+
 The full run (without --quick) adds: the Quix Streams peer (group_by channel and queue, a
 tumbling 60 s count and mean; its ~30 s group join on this broker is not timed), latency
 produce→gauge and produce→row at half of one worker's rate, peak RSS with 100k and 1M open
@@ -26,6 +29,7 @@ import argparse
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -163,8 +167,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="throughput only, fewer events: about a minute")
+    parser.add_argument("--quick", action="store_true", help="throughput only, fewer events: 2-3 min")
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=3, help="floor and worker timings, alternated (median)")
     args = parser.parse_args()
     events = 100_000 if args.quick else 200_000
     naive_events = 5_000 if args.quick else 30_000
@@ -172,19 +177,24 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="ccpipe-run-"))
     lines = simulated_lines(events)
     setup = (f"{platform.machine()}, {cores} cores, Python {platform.python_version()}; {events:,} events "
-             f"({naive_events:,} for textbook Faust), {args.partitions} partitions")  # fmt: skip
+             f"({naive_events:,} for textbook Faust), {args.partitions} partitions; floor and 1 worker: "
+             f"median of {args.rounds} alternated rounds")  # fmt: skip
     broker = start_broker(log_path=workdir / "broker.log")
     try:
         bootstrap = broker.bootstrap
         topic = preload(bootstrap, lines, args.partitions)
         progress("pre-loaded")
         ceiling = progress("ceiling", baseline("ceiling", bootstrap, topic, events))
-        floor = progress("Faust floor", baseline("floor", bootstrap, topic, events))
         naive_topic = preload(bootstrap, lines[:naive_events], args.partitions)
         naive = progress("textbook Faust", baseline("naive", bootstrap, naive_topic, naive_events))
-        worker = progress(
-            "ccpipe, 1 worker", throughput(Workers(bootstrap, 1, args.partitions, workdir), lines)
-        )
+        # floor_ratio compares two figures that each move by a fifth between runs on a busy
+        # machine: the median of rounds, each timing the floor and then a worker.
+        floors, singles = [], []
+        for n in range(1, args.rounds + 1):
+            floors.append(progress(f"Faust floor, round {n}", baseline("floor", bootstrap, topic, events)))
+            rate = throughput(Workers(bootstrap, 1, args.partitions, workdir), lines)
+            singles.append(progress(f"ccpipe, 1 worker, round {n}", rate))
+        floor, worker = statistics.median(floors), statistics.median(singles)
         machine = worker
         if cores > 1:
             machine = throughput(Workers(bootstrap, cores, args.partitions, workdir), lines)

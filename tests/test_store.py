@@ -26,7 +26,8 @@ from pipeline.settings import EngineSettings, WorkerSettings
 from pipeline.store.backends import Backend, DriverBackend, StoreUnavailable, open_backend
 from pipeline.store.migrations import migrate
 from pipeline.store.process import ProcessBackend
-from pipeline.store.rows import TABLES, interaction_row
+from pipeline.store.rows import TABLES, interaction_row, interaction_source
+from pipeline.store.rowstore import row_store
 from pipeline.store.sink import StoreSink
 from pipeline.store.writer import StoreWriter
 from pipeline.stream.routing import home_partition
@@ -79,7 +80,7 @@ async def write_all(
     store: Backend, batches: list[tuple[int, int, Any, Any]], **writer_options: Any
 ) -> StoreWriter:
     options = {"batch_rows": 500, "flush_seconds": 0.05, "max_buffer_rows": 100_000} | writer_options
-    writer = StoreWriter(store, **options)
+    writer = StoreWriter(row_store(store), **options)
     writer.start()
     sink = StoreSink(writer, EngineSettings().fcr_horizon_seconds)
     for partition, version, result, stored in batches:
@@ -150,7 +151,8 @@ def table_rows(lines: list[bytes]) -> Iterator[tuple[str, list[Any]]]:
     from pipeline.store.rows import agent_window_row, conversation_row, dead_letter_row, window_row
 
     batches = list(run_partitioned(lines))
-    yield "interactions", [interaction_row(e, p, o) for p, _, _, s in batches for e, o in s.events]
+    sources = [interaction_source(e, p, o) for p, _, _, s in batches for e, o in s.events]
+    yield "interactions", [interaction_row(source) for source in sources]
     horizon = EngineSettings().fcr_horizon_seconds
     yield (
         "conversations",
@@ -253,7 +255,7 @@ def test_an_outage_loses_nothing_and_pauses_consumption(backend: Backend) -> Non
     errors: list[int] = []
 
     async def scenario_with_outage() -> tuple[float, int]:
-        writer = StoreWriter(flaky, batch_rows=200, flush_seconds=0.05, max_buffer_rows=1000,
+        writer = StoreWriter(row_store(flaky), batch_rows=200, flush_seconds=0.05, max_buffer_rows=1000,
                              on_error=lambda: errors.append(1))  # fmt: skip
         writer.start()
         sink = StoreSink(writer, EngineSettings().fcr_horizon_seconds)
@@ -280,14 +282,15 @@ def test_an_outage_loses_nothing_and_pauses_consumption(backend: Backend) -> Non
 def test_a_row_clickhouse_refuses_goes_to_dead_letters_and_the_rest_is_written(backend: Backend) -> None:
     lines = scenario(300)
     batches = list(run_partitioned(lines))
-    rows = [interaction_row(e, p, o) for p, _, _, s in batches for e, o in s.events][:50]
-    poisoned = list(rows[7])
-    poisoned[-1] = "not-an-offset"  # source_offset is UInt64
+    sources = [interaction_source(e, p, o) for p, _, _, s in batches for e, o in s.events][:50]
+    rows = [interaction_row(source) for source in sources]
+    poisoned = list(sources[7])
+    poisoned[2] = "not-an-offset"  # source_offset is UInt64
 
     async def write() -> StoreWriter:
-        writer = StoreWriter(backend, batch_rows=1000, flush_seconds=0.05, max_buffer_rows=10_000)
+        writer = StoreWriter(row_store(backend), batch_rows=1000, flush_seconds=0.05, max_buffer_rows=10_000)
         writer.start()
-        writer.add("interactions", [*rows[:7], tuple(poisoned), *rows[8:]])
+        writer.add("interactions", [*sources[:7], tuple(poisoned), *sources[8:]])
         assert await writer.flush(timeout=60)
         await writer.stop()
         return writer

@@ -124,6 +124,36 @@ def test_events_keyed_by_something_else_are_rekeyed_once(
         worker.stop()
 
 
+def test_the_rows_of_a_drained_backlog_are_stored_at_once(
+    broker: EmbeddedBroker, topics: dict[str, str], workdir: Path
+) -> None:
+    """A worker catching up on a pre-loaded topic stores its last rows once it reaches the end,
+    although they are fewer than a batch and the writer's timer and checkpoints are 10 min away."""
+    settings = settings_for(broker, topics)
+    ensure_topics(settings)
+    lines = scenario(300)
+    send_lines(settings, lines)
+    later = {"CCPIPE_STORE_FLUSH_SECONDS": "600", "CCPIPE_CHECKPOINT_INTERVAL_SECONDS": "600"}
+    worker = WorkerProcess(broker.bootstrap, workdir, **later, **topics).start()
+
+    def stored() -> list[str]:
+        samples = worker.scrape()
+
+        def total(*names: str) -> float:
+            return sum(value for (name, _), value in samples.items() if name in names)
+
+        valid = total("ccpipe_events_total")  # each has its row (and so has each duplicate)
+        processed = valid + total("ccpipe_events_duplicate_total", "ccpipe_events_invalid_total")
+        written = samples.get(("ccpipe_store_rows_written_total", (("table", "interactions"),)), 0)
+        done = processed == len(lines) and written >= valid
+        return [] if done else [f"{processed} of {len(lines)} events processed, {written} rows stored"]
+
+    try:
+        wait_until(stored, timeout=120, what="the backlog's rows")
+    finally:
+        worker.stop()
+
+
 def test_section_6_gauges_and_columns_equal_compute_with_the_same_settings(
     broker: EmbeddedBroker, topics: dict[str, str], workdir: Path
 ) -> None:

@@ -4,9 +4,11 @@ Turning rows into a client's columns (Arrow arrays for chDB) takes the GIL again
 a thread of a worker whose event loop is busy, that thread waited for the GIL at every turn: a
 conversion of 20 ms took seconds, rows were stored late, and the writer's bound paused
 consumption. A worker's writer hands its calls to `ProcessBackend` instead: each call (the
-`Backend` protocol's) goes as one pickle through a socket to `python -m pipeline.store.process`,
-which opens the real backend and does the work with an interpreter and a core of its own; the
-writer's thread only waits on the socket, without the GIL.
+`Backend` protocol's, and the writer's `write`) goes as one pickle through a socket to
+`python -m pipeline.store.process`, which opens the real backend and does the work with an
+interpreter and a core of its own; the writer's thread only waits on the socket, without the
+GIL. `write` takes rows as the writer buffered them: interactions as their sources (raw JSON,
+partition, offset, score), a quarter of the pickle, decoded again into rows in the child.
 
 The store's errors come back as they were raised there: `StoreUnavailable` stays
 `StoreUnavailable` (the writer retries), anything else is `StoreRefused` with the store's message
@@ -28,6 +30,8 @@ from typing import Any
 
 from pipeline.processes import spawn, stop_process
 from pipeline.store.backends import Backend, Column, QueryResult, StoreUnavailable, open_backend, redact
+from pipeline.store.rows import Row
+from pipeline.store.rowstore import RowStore, row_store
 
 START_TIMEOUT = 120.0  # opening a chDB directory replays its parts: seconds for a large store
 
@@ -53,6 +57,10 @@ class ProcessBackend:
 
     def insert(self, table: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]) -> None:
         self._call("insert", table, columns, rows)
+
+    def write(self, table: str, rows: Sequence[Row]) -> None:
+        """The writer's rows as it buffered them (`RowStore`): the child builds them."""
+        self._call("write", table, rows)
 
     def select(self, sql: str, readonly: bool = True) -> QueryResult:
         result: QueryResult = self._call("select", sql, readonly)
@@ -118,6 +126,7 @@ class ProcessBackend:
 def serve(connection: Connection) -> None:
     """Answer calls until the worker closes the store or goes away."""
     backend: Backend | None = None
+    store: RowStore | None = None
     try:
         while True:
             try:
@@ -133,10 +142,12 @@ def serve(connection: Connection) -> None:
             try:
                 if request[0] == "open":
                     backend = open_backend(request[1])
+                    store = row_store(backend)
                     reply: tuple[str, Any] = ("ok", None)
                 else:
-                    assert backend is not None, "open first"
-                    reply = ("ok", getattr(backend, request[0])(*request[1:]))
+                    assert backend is not None and store is not None, "open first"
+                    target = store if request[0] == "write" else backend
+                    reply = ("ok", getattr(target, request[0])(*request[1:]))
             except StoreUnavailable as exc:
                 reply = ("unavailable", str(exc))
             except Exception as exc:  # refused for what the call holds: the writer isolates it

@@ -3,7 +3,7 @@ schemas/clickhouse/, a test holds them together), and converters from engine out
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -11,7 +11,7 @@ from pipeline.deadletter import DeadLetter
 from pipeline.engine.agents import AgentRow
 from pipeline.engine.sentiment import message_score
 from pipeline.engine.windows import ACCUMULATORS, WindowRow
-from pipeline.events import Event
+from pipeline.events import Event, decode_event
 from pipeline.store.backends import Column
 
 Row = tuple[Any, ...]
@@ -131,13 +131,23 @@ _STORE_ONLY = frozenset({"fcr_final_at", "version"})
 CONVERSATION_FIELDS = tuple(c.name for c in TABLES["conversations"] if c.name not in _STORE_ONLY)
 
 
-def interaction_row(event: Event, partition: int, offset: int) -> Row:
+def interaction_source(event: Event, partition: int, offset: int) -> Row:
+    """What an interaction row is made of: the event's raw JSON, where it was read and the score
+    of a customer's text (from the engine's cache). A quarter of the row's pickle, and the row is
+    made where it is stored (`built`), in the store process, by decoding the JSON again."""
     customer_message = event.type == "message" and event.direction == "inbound" and event.author == "customer"
     score = message_score(event.sentiment, event.text) if customer_message else event.sentiment
+    return (event.raw, partition, offset, score)
+
+
+def interaction_row(source: Row) -> Row:
+    raw, partition, offset, score = source
+    event = decode_event(raw)
+    assert isinstance(event, Event), f"an event valid in the worker is valid here: {event}"
     return (
         event.event_id, event.type, event.conversation_id, event.customer_id, event.channel, event.queue,
         event.timestamp, event.direction, event.author, event.agent_id, event.text, score, event.csat,
-        event.nps, event.ces, event.raw.decode("utf-8", "replace"), partition, offset,
+        event.nps, event.ces, raw.decode("utf-8", "replace"), partition, offset,
     )  # fmt: skip
 
 
@@ -169,3 +179,13 @@ def agent_window_row(row: AgentRow, partition: int, version: int) -> Row:
 def dead_letter_row(letter: DeadLetter) -> Row:
     return (letter.topic, letter.partition, letter.offset, letter.reason, letter.detail,
             letter.payload.decode("utf-8", "replace"), letter.payload_bytes, letter.received_at)  # fmt: skip
+
+
+# Tables whose buffered rows are sources, made into rows by `built` where they are inserted.
+BUILDERS: dict[str, Callable[[Row], Row]] = {"interactions": interaction_row}
+
+
+def built(table: str, rows: Sequence[Row]) -> Sequence[Row]:
+    """The table's rows from what the writer buffered."""
+    build = BUILDERS.get(table)
+    return rows if build is None else [build(row) for row in rows]

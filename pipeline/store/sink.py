@@ -11,7 +11,7 @@ from pipeline.store.rows import (
     agent_window_row,
     conversation_row,
     dead_letter_row,
-    interaction_row,
+    interaction_source,
     window_row,
 )
 from pipeline.store.writer import StoreWriter
@@ -32,7 +32,7 @@ class StoreSink:
         """Rows of one input partition's batch: its valid events (with their offsets), what the
         engine changed (at `version`, the partition's applied offset) and its dead letters."""
         add = self.writer.add
-        add("interactions", [interaction_row(event, partition, offset) for event, offset in events])
+        add("interactions", [interaction_source(event, partition, offset) for event, offset in events])
         horizon = self.fcr_horizon
         add("conversations", [conversation_row(record, version, horizon) for record in batch.conversations])
         add("metrics_window_partials", [window_row(row, partition, version) for row in batch.windows])

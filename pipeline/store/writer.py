@@ -1,10 +1,13 @@
 """The batching, retrying, bounded ClickHouse writer.
 
 Rows are buffered per table and written as one columnar insert per table when the buffer
-holds `batch_rows` rows or `flush_seconds` have passed. In tables where a newer row replaces
-an older one of the same key (conversations, window partials), the buffer keeps only the
-newest row per key: a conversation updated by ten batches within a second is written once.
-Every backend call runs on one dedicated thread, so the event loop keeps going while ClickHouse works.
+holds `batch_rows` rows or `flush_seconds` have passed, or when told to (`write_now`: the worker
+does when it has drained a backlog). In tables where a newer row replaces an older one of the
+same key (conversations, window partials), the buffer keeps only the newest row per key: a
+conversation updated by ten batches within a second is written once.
+Every store call runs on one dedicated thread, so the event loop keeps going while ClickHouse works.
+Interactions are buffered as their sources (`rows.interaction_source`), which the store makes into
+rows: in the worker's store process, off the worker's interpreter.
 
 When the store is unreachable, writes are retried with exponential backoff and jitter,
 `ccpipe_store_write_errors_total` counts the attempts, and the buffer keeps growing up to
@@ -29,8 +32,9 @@ from typing import Any
 import orjson
 
 from pipeline.deadletter import DeadLetter
-from pipeline.store.backends import Backend, QueryResult, StoreUnavailable
-from pipeline.store.rows import REPLACING_KEYS, TABLES, Row, dead_letter_row
+from pipeline.store.backends import QueryResult, StoreUnavailable
+from pipeline.store.rows import REPLACING_KEYS, TABLES, Row, built, dead_letter_row
+from pipeline.store.rowstore import RowStore
 
 log = logging.getLogger("ccpipe.store")
 
@@ -51,7 +55,7 @@ class StoreWriter:
 
     def __init__(
         self,
-        backend: Backend,
+        store: RowStore,
         *,
         batch_rows: int,
         flush_seconds: float,
@@ -60,7 +64,7 @@ class StoreWriter:
         on_error: Callable[[], None] = lambda: None,
         on_durable: Callable[[int], None] = lambda cycles_done: None,
     ) -> None:
-        self.backend = backend
+        self.store = store
         self.batch_rows = batch_rows
         self.flush_seconds = flush_seconds
         self.max_buffer_rows = max_buffer_rows
@@ -107,6 +111,10 @@ class StoreWriter:
         if self._buffered >= self.batch_rows:
             self._wake.set()
 
+    def write_now(self) -> None:
+        """Start a write cycle without waiting for the timer (once the one under way ends)."""
+        self._wake.set()
+
     def mark(self) -> int:
         """The write cycle that stores every row given so far: once `on_durable` reports this
         many cycles done, they are stored."""
@@ -133,7 +141,7 @@ class StoreWriter:
 
     async def query(self, sql: str) -> QueryResult:
         """A read-only query on the writer's thread (so it never races an insert)."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self.backend.select, sql, True)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self.store.select, sql, True)
 
     # --- the writing loop --------------------------------------------------------------------
 
@@ -199,7 +207,8 @@ class StoreWriter:
     async def _isolate(self, table: str, rows: list[Row], error: Exception) -> None:
         if len(rows) == 1:
             self.stats.rows_rejected += 1
-            named = dict(zip((c.name for c in TABLES[table]), rows[0], strict=True))
+            (row,) = built(table, rows)
+            named = dict(zip((c.name for c in TABLES[table]), row, strict=True))
             payload = orjson.dumps(named, default=str)
             log.error("ClickHouse refused a %s row, kept in dead_letters: %s", table, str(error)[:300])
             # Told apart by content: a negative offset from the payload's checksum.
@@ -221,7 +230,7 @@ class StoreWriter:
 
     async def _insert(self, table: str, rows: list[Row]) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self.backend.insert, table, TABLES[table], rows)
+        await loop.run_in_executor(self._thread, self.store.write, table, rows)
         self.stats.rows_written[table] = self.stats.rows_written.get(table, 0) + len(rows)
         self._on_written(table, len(rows))
 
