@@ -48,6 +48,9 @@ log = logging.getLogger("ccpipe.worker")
 # (CPython's defaults: 700, 10, 10). Worth about a fifth of the engine's time (README "Performance").
 GC_THRESHOLDS = (50_000, 20, 100)
 STALL_CHECK_EVERY = 5.0  # seconds between looks at each partition's progress (pipeline/stream/stalls.py)
+# Records behind a partition's end that make a backlog: more than one fetch of live traffic
+# leaves (that is 50 000 events/s per partition at the 100 ms fetch wait).
+BACKLOG_RECORDS = 5000
 
 
 class Worker:
@@ -124,7 +127,8 @@ class Worker:
         self.sink = StoreSink(self.writer, settings.engine().fcr_horizon_seconds)
         # Input batches waiting for their rows to be stored: (tp, first, last offset, write cycle).
         self._unacked: deque[tuple[Any, int, int, int]] = deque()
-        self._caught_up: dict[Any, bool] = {}  # input partitions: did the last batch reach the end?
+        self._seen: set[Any] = set()  # input partitions with a batch since they were assigned
+        self._backlog: set[Any] = set()  # those catching up on a backlog
         self.app.bulk(self.input, self._process)
         self.app.bulk(self.partials, self._merge)
         self.app.before_revoke = self._before_revoke
@@ -148,16 +152,19 @@ class Worker:
         self._note_backlog(tp, records[-1].offset)
 
     def _note_backlog(self, tp: Any, last: int) -> None:
-        """When a batch brings a partition to its end and every partition seen so far is there
-        too, a backlog (a replay, a restart, an outage) is drained: its last rows are written at
-        once, not at the writer's next timer. Live traffic, caught up batch after batch, keeps
-        the writer's pace."""
+        """A partition's first batch, or one that leaves it more than BACKLOG_RECORDS behind the
+        end the broker reported, means a backlog (a restart, a replay, an outage). When the last
+        partition in one reaches the end, its last rows are written at once instead of at the
+        writer's next timer. Live traffic, never that far behind, keeps the writer's pace."""
         end = self.app.consumer.highwater(tp)
-        caught_up = end is None or last + 1 >= end
-        was = self._caught_up.get(tp, False)
-        self._caught_up[tp] = caught_up
-        if caught_up and not was and all(self._caught_up.values()):
-            self.writer.write_now()
+        remaining = 0 if end is None else end - last - 1
+        if tp not in self._seen or remaining > BACKLOG_RECORDS:
+            self._seen.add(tp)
+            self._backlog.add(tp)
+        if remaining <= 0 and tp in self._backlog:
+            self._backlog.discard(tp)
+            if not self._backlog:
+                self.writer.write_now()
 
     def _release(self, cycles_done: int) -> None:
         """Acknowledge the input batches whose rows are now stored (Faust commits them)."""
@@ -184,8 +191,8 @@ class Worker:
         self.views.keep_only({tp.partition for tp in assigned if tp.topic == self.settings.partials_topic})
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **_: Any) -> None:
-        for tp in revoked:
-            self._caught_up.pop(tp, None)
+        self._seen -= revoked
+        self._backlog -= revoked
         self.runtime.revoke(tp.partition for tp in revoked if tp.topic == self.settings.input_topic)
 
     async def _watch_stalls(self) -> None:
