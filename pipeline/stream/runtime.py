@@ -29,7 +29,7 @@ from pipeline.deadletter import DeadLetter
 from pipeline.engine import Batch, Engine
 from pipeline.events import KEY_TOO_LARGE, MAX_KEY_BYTES, Event, InvalidEvent, decode_event
 from pipeline.settings import EngineSettings
-from pipeline.stream.checkpoints import Capture
+from pipeline.stream.checkpoints import Capture, Part
 from pipeline.stream.partials import AGENTS, PublishState, agent_snapshot, partial_key, snapshot
 from pipeline.stream.routing import REROUTED_HEADER, home_partition
 
@@ -172,12 +172,13 @@ class Runtime:
         *,
         outputs: Outputs,
         load_checkpoint: Callable[[int], Awaitable[PartitionEngine | None]],
-        save_checkpoint: Callable[[int, int, bytes], Awaitable[int]],
+        save_checkpoint: Callable[[int, int, list[Part]], Awaitable[int]],
         read_range: Callable[[int, int, int], AsyncIterator[Sequence[Record]]],
         checkpoint_interval: float,
         source: str = "interactions",
         window_rows_every: float = 0.0,
         input_partitions: int = 1,
+        stored_parts: Callable[[int], frozenset[str]] = lambda partition: frozenset(),
     ) -> None:
         self.settings = settings
         self.source = source  # the input topic, named in the partials it publishes
@@ -186,6 +187,7 @@ class Runtime:
         self._load_checkpoint = load_checkpoint
         self._save_checkpoint = save_checkpoint
         self._read_range = read_range
+        self._stored_parts = stored_parts  # a partition's checkpoint parts that need no writing
         self.checkpoint_interval = checkpoint_interval
         # Provisional window rows go to the store at most this often per partition (the store
         # writes them that often anyway, keeping only each window's newest row).
@@ -391,7 +393,8 @@ class Runtime:
         checkpoint, never of what precedes it. A partition revoked meanwhile is saved all the
         same (its image is valid), but only its own object records it."""
         partition, offset = assigned.partition, assigned.applied_offset
-        taken = Capture(assigned.state)  # the instant; the image is made in a forked copy
+        # The instant; the image is made in a forked copy, without the parts already stored.
+        taken = Capture(assigned.state, self._stored_parts(partition))
         stored = asyncio.ensure_future(self.outputs.flush(store_timeout))  # covers the rows given so far
 
         async def save() -> bool:

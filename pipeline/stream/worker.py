@@ -34,7 +34,7 @@ from pipeline.store.process import ProcessBackend
 from pipeline.store.query import ENDPOINT_FILE, STORE_HEADER
 from pipeline.store.sink import StoreSink
 from pipeline.store.writer import StoreWriter
-from pipeline.stream.checkpoints import CheckpointStore, restore
+from pipeline.stream.checkpoints import CheckpointStore, Part, restore
 from pipeline.stream.faust_internals import bounded_worker, bulk_app
 from pipeline.stream.kafka import aiokafka_options, faust_credentials
 from pipeline.stream.partials import PUBLISH_EVERY, REPUBLISH_EVERY, MergedViews
@@ -101,6 +101,7 @@ class Worker:
             checkpoint_interval=settings.checkpoint_interval_seconds,
             source=settings.input_topic,
             window_rows_every=settings.store_flush_seconds,
+            stored_parts=self.checkpoints.stored_parts,
         )
         # The store runs in a child process (pipeline/store/process.py): the writer's work does
         # not compete with the event loop for this interpreter.
@@ -267,7 +268,7 @@ class Worker:
         assert isinstance(state, PartitionEngine)
         return state
 
-    async def _save_checkpoint(self, partition: int, applied_offset: int, image: bytes) -> int:
+    async def _save_checkpoint(self, partition: int, applied_offset: int, image: list[Part]) -> int:
         await self._ensure_checkpoints()
         return await self.checkpoints.save(partition, applied_offset, image)
 
