@@ -11,6 +11,7 @@ from pipeline.stream.faust_internals import (
     FETCH_WAIT_STATE,
     FETCHED_STATE,
     HOOKS,
+    MONITOR_INBOUND_STATE,
     bounded_worker,
     bulk_app,
     check_hooks,
@@ -67,3 +68,18 @@ def test_the_bounded_worker_extends_them() -> None:
         if owner.startswith("mode."):
             assert name in type(worker).__dict__, name  # overridden, not inherited unchanged
     assert isinstance(worker, faust.Worker)
+
+
+def test_faust_checks_the_monitor_time_the_bulk_fetch_loop_sets() -> None:
+    """Faust's consumer thread reads the monitor's last-processed time per partition to log a
+    stalled stream; the bulk fetch loop sets it after each batch."""
+    import inspect
+
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    app = bulk_app("hooks-test", broker="kafka://127.0.0.1:1", web_enabled=False)
+    assert isinstance(getattr(app.monitor, MONITOR_INBOUND_STATE), dict)
+    assert f"monitor.{MONITOR_INBOUND_STATE}.get(tp)" in inspect.getsource(
+        AIOKafkaConsumerThread.verify_event_path
+    )
+    assert "inbound[tp] = time.monotonic()" in inspect.getsource(type(app.consumer)._drain_messages)

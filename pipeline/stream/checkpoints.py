@@ -37,6 +37,7 @@ import asyncio
 import ctypes
 import gc
 import hashlib
+import itertools
 import os
 import pickle
 import signal
@@ -48,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pipeline.engine import Engine
 
@@ -155,18 +156,25 @@ class CheckpointStore:
         named = manifest["parts"] if "parts" in manifest else [["", manifest["chunks"]]]
         data = TopicPartition(self.data_topic, partition)
         consumer.assign([data])
-        parts = []
-        for _, offsets in named:
-            chunks = []
-            for offset in offsets:
-                consumer.seek(data, offset)
-                chunk: list[ConsumerRecord] = []
-                while not chunk:
-                    chunk = (await consumer.getmany(data, timeout_ms=1000, max_records=1)).get(data, [])
-                chunks.append(chunk[0].value)
-            parts.append(b"".join(chunks))
+        chunks: dict[int, bytes] = {}
+        for first, last in _ranges(sorted({offset for _, offsets in named for offset in offsets})):
+            # A checkpoint's new parts lie side by side: one seek for each such range.
+            consumer.seek(data, first)
+            while first not in chunks or last not in chunks:
+                fetched = await consumer.getmany(data, timeout_ms=1000, max_records=last - first + 1)
+                for record in fetched.get(data, []):
+                    if first <= record.offset <= last:
+                        chunks[record.offset] = record.value
+        parts = [b"".join(chunks[offset] for offset in offsets) for _, offsets in named]
         self._remember(partition, manifest)
         return Checkpoint(partition, int(manifest["applied_offset"]), parts)
+
+
+def _ranges(offsets: list[int]) -> Iterator[tuple[int, int]]:
+    """Sorted offsets as (first, last) runs of consecutive ones."""
+    for _, run in itertools.groupby(enumerate(offsets), key=lambda item: item[1] - item[0]):
+        members = [offset for _, offset in run]
+        yield members[0], members[-1]
 
 
 def _engine_of(state: object) -> Engine | None:

@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
@@ -54,6 +55,11 @@ FETCH_MAX_WAIT_MS = 100
 ACK_STATE = ("_acked", "_acked_index", "_committed_offset", "_n_acked", "_stopped", "flow_active")
 # aiokafka.AIOKafkaConsumer's copy of its fetch_max_wait_ms argument, read when it starts.
 FETCH_WAIT_STATE = "_fetch_max_wait_ms"
+# faust.sensors.monitor.Monitor's last-processed time per partition (monotonic), which Faust's
+# consumer thread checks (`verify_event_path`): fetched but not processed for
+# `stream_processing_timeout` is logged as a stalled stream, every few seconds, at ERROR. A
+# batch handed to a bulk handler is processed: the fetch loop sets it, as Faust's streams do.
+MONITOR_INBOUND_STATE = "stream_inbound_time"
 # Where an unreadable batch is found after a failed fetch, to name it: Faust's consumer thread
 # holds the aiokafka consumer, whose fetcher keeps a fetched-but-not-returned result per
 # partition (aiokafka.consumer.fetcher.FetchResult and PartitionRecords).
@@ -196,6 +202,7 @@ def bulk_app(group_id: str, **options: Any) -> Any:
             an earlier generation is dropped and the consumer seeks back to the committed
             offsets, as Faust's own `getmany` does: no batch is applied after a revocation."""
             handlers: dict[str, BulkHandler] = app.bulk_handlers
+            inbound: dict[Any, float] = getattr(app.monitor, MONITOR_INBOUND_STATE)
             try:
                 while not (self._stopped.is_set() or fetcher._stopped.is_set()):
                     try:
@@ -223,6 +230,7 @@ def bulk_app(group_id: str, **options: Any) -> Any:
                         self._batch = asyncio.ensure_future(handlers[tp.topic](tp, batch))
                         self._batch.add_done_callback(_crash_if_failed)
                         await asyncio.wait([self._batch])
+                        inbound[tp] = time.monotonic()
             except self.consumer_stopped_errors:
                 if not app.should_stop:
                     raise
