@@ -157,7 +157,10 @@ class Worker:
         end the broker reported, means a backlog (a restart, a replay, an outage). When the last
         partition in one reaches the end, its last rows are written at once instead of at the
         writer's next timer. Live traffic, never that far behind, keeps the writer's pace."""
-        end = self.app.consumer.highwater(tp)
+        try:
+            end = self.app.consumer.highwater(tp)
+        except AssertionError:  # aiokafka asserts the partition is still assigned: a rebalance took it
+            return
         remaining = 0 if end is None else end - last - 1
         if tp not in self._seen or remaining > BACKLOG_RECORDS:
             self._seen.add(tp)
