@@ -6,13 +6,13 @@ without its conversations, remembered ids and waiting sets (the base), then runs
 only grows, and stops once event time has passed it), of each queue's waiting conversations
 and of the conversations, in their order. A run ends after an item whose id hashes to a
 multiple of that number, so runs are cut by content: a conversation that changes, arrives or
-leaves changes its own run only. Parts are named by the
-digest of their pickle; a checkpoint writes the parts the partition's previous checkpoint did
-not hold, and its manifest names where every part lies, old ones included. So a state of
-200 000 conversations that are waiting, or resolved and kept for the FCR horizon, is not
-written again every 30 s: only the base, the newest id buckets and the runs of the
-conversations that moved. Every `FULL_EVERY_SECONDS` a partition's
-image is written whole, so a manifest never needs data older than that.
+leaves changes its own run only. Parts are named by the digest of their pickle; a checkpoint
+writes the parts the partition's previous checkpoint did not hold, and its manifest names
+where every part lies, old ones included. So a state of 200 000 conversations that are
+waiting, or resolved and kept for the FCR horizon, is not written again every 30 s: only the
+base, the newest id buckets and the runs of the conversations that moved. Every
+`FULL_EVERY_SECONDS` a partition's image is written whole, so a manifest never needs data
+older than that.
 
 Parts are cut into chunks on the data topic (`NAME.data`), followed by a small manifest on the
 manifest topic (`NAME`) naming each part's chunk offsets and the last input offset the state
@@ -46,7 +46,8 @@ import time
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from operator import itemgetter
+from typing import Any, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -60,6 +61,7 @@ BASE = "ccpipe-checkpoint-parts-1"  # marks the base part (an image before parts
 
 # (digest, compressed pickle), the pickle None when the partition's stored checkpoint has it.
 Part = tuple[str, bytes | None]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -189,12 +191,12 @@ def _cut(name: str, size: int) -> bool:
     return zlib.crc32(name.encode("utf-8", "surrogatepass")) % size == 0
 
 
-def _runs(items: Iterable[tuple[str, Any]], size: int) -> Iterator[list[tuple[str, Any]]]:
-    """(name, value) items in runs cut by content, in their order."""
-    run: list[tuple[str, Any]] = []
+def _runs(items: Iterable[T], name: Callable[[T], str], size: int) -> Iterator[list[T]]:
+    """The items in runs cut by content (by each item's `name`), in their order."""
+    run: list[T] = []
     for item in items:
         run.append(item)
-        if _cut(item[0], size):
+        if _cut(name(item), size):
             yield run
             run = []
     if run:
@@ -212,14 +214,16 @@ def _pickles(state: object, run_size: int) -> list[bytes]:
         return [dump(state, protocol=pickle.HIGHEST_PROTOCOL)]
     id_sets = (engine.event_ids, engine.closed)
     held_ids = [(ids._buckets, ids._bucket_of) for ids in id_sets]
-    held_waiting = [(key, waiting._starts, waiting._heap) for key, waiting in engine.waiting_by_key.items()]
+    held_waiting = [
+        (key, waiting, waiting._starts, waiting._heap) for key, waiting in engine.waiting_by_key.items()
+    ]
     conversations, customers, changed = engine.conversations, engine.customers, engine._changed
     # Taken out of the base, and rebuilt from the parts at restore: the buckets' inverse, each
     # key's heap of waiting starts, the customers' lists (which hold the conversations themselves).
     engine.conversations, engine.customers, engine._changed = {}, {}, {}
     for ids in id_sets:
         ids._buckets, ids._bucket_of = {}, {}
-    for _, waiting in engine.waiting_by_key.items():
+    for waiting in engine.waiting_by_key.values():
         waiting._starts, waiting._heap = {}, []
     try:
         base = dump((BASE, state, list(changed)), protocol=pickle.HIGHEST_PROTOCOL)
@@ -227,16 +231,15 @@ def _pickles(state: object, run_size: int) -> list[bytes]:
         engine.conversations, engine.customers, engine._changed = conversations, customers, changed
         for ids, (buckets, inverse) in zip(id_sets, held_ids, strict=True):
             ids._buckets, ids._bucket_of = buckets, inverse
-        for key, starts, heap in held_waiting:
-            engine.waiting_by_key[key]._starts, engine.waiting_by_key[key]._heap = starts, heap
+        for _, waiting, starts, heap in held_waiting:
+            waiting._starts, waiting._heap = starts, heap
     parts: list[tuple[Any, ...]] = []
     for which, (buckets, _) in enumerate(held_ids):
         for bucket, members in buckets.items():
-            for run in _runs(((member, None) for member in members), run_size):
-                parts.append(("ids", which, bucket, [member for member, _ in run]))
-    for key, starts, _ in held_waiting:
-        parts.extend(("waiting", key, run) for run in _runs(starts.items(), run_size))
-    parts.extend(("conversations", run) for run in _runs(conversations.items(), run_size))
+            parts.extend(("ids", which, bucket, run) for run in _runs(members, str, run_size))
+    for key, _, starts, _ in held_waiting:
+        parts.extend(("waiting", key, run) for run in _runs(starts.items(), itemgetter(0), run_size))
+    parts.extend(("conversations", run) for run in _runs(conversations.items(), itemgetter(0), run_size))
     return [base, *(dump(part, protocol=pickle.HIGHEST_PROTOCOL) for part in parts)]
 
 
