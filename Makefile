@@ -9,7 +9,7 @@ TOOLS  := $(VENV)/.tools-stamp
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DEMO   := var/demo
 
-.PHONY: help install install-tools native run run-with-prometheus demo-compute dashboards test lint format bench bench-quick bench-engine soak clean
+.PHONY: help install install-tools native run run-with-prometheus demo-compute dashboards test lint format bench bench-quick bench-engine bench-broker soak clean
 
 help:
 	@echo "make run    - run the pipeline on embedded defaults and show where to look (RUN_ARGS='--spike chat')"
@@ -94,6 +94,11 @@ bench-quick: $(STAMP) native
 bench-engine: $(STAMP) native
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/checkpoint.py
+
+# The embedded broker's round trip as it fills, in small and in large batches (what a soak meets).
+bench-broker: $(STAMP)
+	$(BIN)/python bench/broker.py --batch 4
+	$(BIN)/python bench/broker.py --batch 10000
 
 # Ten minutes of steady traffic with 200 000 open conversations: RSS and lag over time.
 soak: $(STAMP) native

@@ -284,6 +284,64 @@ def test_partial_updates_of_changed_windows_merge_to_the_engine_state(monkeypatc
     assert views.rolling()["5m"]  # not trivially empty
 
 
+def test_complete_snapshots_go_out_first_after_each_rebalance_and_otherwise_at_a_phase(
+    monkeypatch: Any,
+) -> None:
+    """A partition's first publish is complete, later ones are updates until a rebalance asks
+    for everything again; the periodic complete one falls at the partition's own phase."""
+    from pipeline.stream import partials as partials_module
+
+    monkeypatch.setattr(partials_module, "PUBLISH_EVERY", 0.0)
+    log = Log(BODIES)
+    runtime = log.runtime()
+
+    def completes(messages: list[Message]) -> list[bool]:
+        sent = len(log.partials)
+        for message in messages:
+            asyncio.run(handle(runtime, [message]))
+        return [orjson.loads(value)["complete"] for _, value in log.partials[sent:]]
+
+    assert completes(log.messages[:1]) == [True]
+    assert not any(completes(log.messages[1:10]))
+    runtime.republish()  # a rebalance ended
+    after = completes(log.messages[10:11])
+    assert after and all(after)
+    assert len(after) == len({key for key, _ in log.partials})  # every key, not only the changed one
+    assert not any(completes(log.messages[11:]))
+    (assigned,) = runtime.partitions.values()
+    publish = assigned.publish
+    assert 0.0 <= publish.phase < partials_module.REPUBLISH_EVERY
+    next_complete = publish.published_all + partials_module.REPUBLISH_EVERY
+    assert publish.due(assigned.engine, next_complete - 0.001) == {}  # dirty nothing: an empty update
+    assert set(publish.due(assigned.engine, next_complete).values()) == {None}
+    views = log.merged()
+    assert views.rolling() == assigned.engine.rolling(views.clock())
+
+
+def test_an_owner_drops_the_windows_no_rolling_view_reaches(monkeypatch: Any) -> None:
+    """Updates carry only changed windows, so the owner itself lets go of those older than the
+    longest rolling view (a complete snapshot may be ten minutes away); the views stay exact."""
+    from pipeline.stream import partials as partials_module
+
+    monkeypatch.setattr(partials_module, "PUBLISH_EVERY", 0.0)
+    bodies = [event(f"s{i}", "conversation_started", f"c{i}", 600 * i, customer=f"u{i}") for i in range(14)]
+    log = Log(bodies)  # 2 h 10 min of windows, one update each
+    runtime = log.runtime()
+    for message in log.messages:
+        asyncio.run(handle(runtime, [message]))
+    views = log.merged()
+    (sources,) = views._owned[0].values()
+    held = sorted(sources[0].windows)
+    now = views.clock()
+    assert now is not None
+    width = EngineSettings().window_seconds
+    assert held[0] > (now // width) * width - 3600 >= T0  # the first hour's windows are gone
+    assert len(held) == 6  # the six starts of the last hour
+    (state,) = runtime.partitions.values()
+    assert views.rolling() == state.engine.rolling(now)
+    assert views.rolling()["1h"]
+
+
 def test_a_gap_the_catch_up_cannot_read_stops_the_partition_instead_of_skipping_it() -> None:
     """Input deleted by retention between the checkpoint and the consumer's position: refuse."""
     import pytest

@@ -30,7 +30,14 @@ from pipeline.engine import Batch, Engine
 from pipeline.events import KEY_TOO_LARGE, MAX_KEY_BYTES, Event, InvalidEvent, decode_event
 from pipeline.settings import EngineSettings
 from pipeline.stream.checkpoints import Capture, Part
-from pipeline.stream.partials import AGENTS, PublishState, agent_snapshot, partial_key, snapshot
+from pipeline.stream.partials import (
+    AGENTS,
+    REPUBLISH_EVERY,
+    PublishState,
+    agent_snapshot,
+    partial_key,
+    snapshot,
+)
 from pipeline.stream.routing import REROUTED_HEADER, home_partition
 
 log = logging.getLogger("ccpipe.worker")
@@ -276,9 +283,9 @@ class Runtime:
 
     # --- partials for the owners of each (channel, queue) ----------------------------------
 
-    async def _maybe_publish(self, assigned: Assigned, force: bool = False) -> None:
+    async def _maybe_publish(self, assigned: Assigned) -> None:
         """Publish what the partition's publish policy says is due (pipeline/stream/partials.py)."""
-        changed = assigned.publish.due(assigned.engine, time.monotonic(), force)
+        changed = assigned.publish.due(assigned.engine, time.monotonic())
         if changed:
             engine, offset, partition = assigned.engine, assigned.applied_offset, assigned.partition
             engine.settle()  # what agents owe the windows goes in before they are read
@@ -309,10 +316,11 @@ class Runtime:
                     held = Batch(windows=rows, agent_windows=agent_rows)
                     self.outputs.persist(assigned.partition, assigned.applied_offset, held, StoredInput())
 
-    async def publish_all(self) -> None:
-        """Every partition's every key (on a timer, so owners stay complete while idle)."""
-        for assigned in list(self.partitions.values()):
-            await self._maybe_publish(assigned, force=True)
+    def republish(self) -> None:
+        """A rebalance ended: every partition's every key goes out at its next publish (within
+        PUBLISH_EVERY, by the timer), as a partials partition's new owner has nothing before."""
+        for assigned in self.partitions.values():
+            assigned.publish.republish()
 
     # --- recovery --------------------------------------------------------------------------
 
@@ -331,7 +339,7 @@ class Runtime:
         checkpoint_offset = state.applied_offset
         missing = first_offset - checkpoint_offset - 1
         offset = state.applied_offset + 1
-        publish = PublishState()
+        publish = PublishState(phase=random.uniform(0.0, REPUBLISH_EVERY))
         if offset < first_offset:
             async for records in self._read_range(partition, offset, first_offset):
                 await self._apply(state, records, live=False, publish=publish)

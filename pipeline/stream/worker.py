@@ -37,7 +37,7 @@ from pipeline.store.writer import StoreWriter
 from pipeline.stream.checkpoints import CheckpointStore, Part, restore
 from pipeline.stream.faust_internals import bounded_worker, bulk_app
 from pipeline.stream.kafka import aiokafka_options, faust_credentials
-from pipeline.stream.partials import PUBLISH_EVERY, REPUBLISH_EVERY, MergedViews
+from pipeline.stream.partials import PUBLISH_EVERY, MergedViews
 from pipeline.stream.routing import REROUTED_HEADER
 from pipeline.stream.runtime import PartitionEngine, Record, Runtime, StoredInput
 from pipeline.stream.stalls import StallWatch
@@ -134,7 +134,6 @@ class Worker:
         self.app.bulk(self.partials, self._merge)
         self.app.before_revoke = self._before_revoke
         self.app.timer(PUBLISH_EVERY / 2)(self.runtime.publish_due)
-        self.app.timer(REPUBLISH_EVERY)(self.runtime.publish_all)
         self.app.timer(settings.store_flush_seconds / 2)(self.runtime.window_rows_due)
         self.app.timer(settings.checkpoint_interval_seconds)(self.runtime.checkpoint_due)
         self.app.timer(STALL_CHECK_EVERY)(self._watch_stalls)
@@ -193,6 +192,7 @@ class Worker:
     async def _on_assigned(self, sender: Any, assigned: set[Any], **_: Any) -> None:
         self.runtime.assign(tp.partition for tp in assigned if tp.topic == self.settings.input_topic)
         self.views.keep_only({tp.partition for tp in assigned if tp.topic == self.settings.partials_topic})
+        self.runtime.republish()
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **_: Any) -> None:
         self._seen -= revoked
