@@ -8,6 +8,8 @@ about 30% customer messages with text, most texts unique so VADER really runs):
 - validate: decode + validation into `Event`s;
 - engine: decode + validation + `Engine.process` in batches of 1000 (what `ccpipe compute`
   and the streaming agents run), plus the same with sentiment scores served from cache;
+  first with CPython's default garbage-collector thresholds, then (and for everything after)
+  with the policy `ccpipe compute` and the workers set (pipeline/gcpolicy.py);
 - memory: RSS growth for N open conversations (started + a customer message each, so each
   also holds two remembered event ids), divided by N.
 
@@ -27,6 +29,7 @@ from collections.abc import Callable
 
 import orjson
 
+from pipeline import gcpolicy
 from pipeline.engine import Engine
 from pipeline.engine.sentiment import vader_compound
 from pipeline.events import decode_event
@@ -133,17 +136,23 @@ def main() -> None:
     base = timed(baseline, lines)
     valid = timed(validate, lines)
     vader_compound.cache_clear()
+    default_gc = timed(engine, lines, repeat=1)  # CPython's default collector thresholds
+    gcpolicy.for_long_lived_state()  # as `ccpipe compute` and the workers run
+    vader_compound.cache_clear()
     cold = timed(engine, lines, repeat=1)  # every distinct text scored once by VADER
     warm = timed(engine, lines)  # texts already scored: the engine's own cost
     per_conversation = memory_per_open_conversation(args.open)
 
     print(f"baseline (orjson + dict count): {base:>10,.0f} events/s")
     print(f"decode + validate:              {valid:>10,.0f} events/s  ({valid / base:.2f} of baseline)")
+    share = default_gc / base
+    print(f"engine, VADER, default GC:      {default_gc:>10,.0f} events/s  ({share:.2f} of baseline)")
     print(f"engine, VADER scoring:          {cold:>10,.0f} events/s  ({cold / base:.2f} of baseline)")
     print(f"engine, sentiment cached:       {warm:>10,.0f} events/s  ({warm / base:.2f} of baseline)")
     print(f"memory per open conversation:   {per_conversation:>10,.0f} bytes ({args.open:,} open)")
     print(
-        f"events={len(lines)} baseline_eps={base:.0f} validate_eps={valid:.0f} engine_eps={cold:.0f} "
+        f"events={len(lines)} baseline_eps={base:.0f} validate_eps={valid:.0f} "
+        f"engine_default_gc_eps={default_gc:.0f} engine_eps={cold:.0f} "
         f"engine_cached_eps={warm:.0f} bytes_per_open_conversation={per_conversation:.0f}"
     )
 

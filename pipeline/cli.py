@@ -60,8 +60,10 @@ def _open_input(path: str) -> Iterator[tuple[IO[bytes], int | None]]:
 
 
 def _compute(args: argparse.Namespace) -> int:
-    from pipeline.compute import run_compute  # noqa: PLC0415 - keep `ccpipe --help` fast
+    from pipeline import gcpolicy  # noqa: PLC0415 - keep `ccpipe --help` fast
+    from pipeline.compute import run_compute  # noqa: PLC0415
 
+    gcpolicy.for_long_lived_state()  # the workers' policy: the same engine, the same state
     given = {s.field: getattr(args, s.field) for s in ENGINE_SETTINGS if getattr(args, s.field) is not None}
     settings = EngineSettings(**given)
     with (

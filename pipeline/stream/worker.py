@@ -10,7 +10,6 @@ holds its rows; its effect on state is covered by checkpoints plus the topic its
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 from collections import deque
@@ -23,6 +22,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pipeline import gcpolicy
 from pipeline.deadletter import DeadLetter
 from pipeline.engine import Batch
 from pipeline.exporter import Exporter
@@ -44,9 +44,6 @@ from pipeline.stream.stalls import StallWatch
 from pipeline.stream.topics import ensure_topics
 
 log = logging.getLogger("ccpipe.worker")
-# Allocations between young-generation collections, then collections between older ones
-# (CPython's defaults: 700, 10, 10). Worth about a fifth of the engine's time (README "Performance").
-GC_THRESHOLDS = (50_000, 20, 100)
 STALL_CHECK_EVERY = 5.0  # seconds between looks at each partition's progress (pipeline/stream/stalls.py)
 # Records behind a partition's end that make a backlog: more than one fetch of live traffic
 # leaves (that is 50 000 events/s per partition at the 100 ms fetch wait).
@@ -360,10 +357,7 @@ class Worker:
         if applied:
             log.info("store %s: applied migrations %s", redact(self.backend.url), ", ".join(applied))
         self.app.on_before_shutdown.connect(self._on_shutdown)
-        # The state holds millions of long-lived objects that the cyclic GC would traverse again
-        # and again; the libraries loaded so far never need it. Collect young objects rarely.
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        gcpolicy.for_long_lived_state()
         worker = bounded_worker(
             self.app, self.settings.shutdown_timeout_seconds, on_failure=self._on_failure,
             loglevel=self.settings.log_level, quiet=True, redirect_stdouts=False,
