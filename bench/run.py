@@ -138,8 +138,9 @@ class Figures:
         if self.delays is not None:
             d = self.delays
             rows += [
-                (f"produce → gauge at {d.rate:,.0f} events/s, p50 / p99",
-                 f"{d.gauge_p50:.2f} s / {d.gauge_p99:.2f} s ({d.probes} probes)"),
+                (f"produce → gauge at {d.rate:,.0f} events/s (simulation asked {d.asked:,.0f}), p50 / p99",
+                 f"{d.gauge_p50:.2f} s / {d.gauge_p99:.2f} s ({d.probes} probes, after {d.catch_up:.0f} s"
+                 " catching up with the simulation's start)"),
                 ("produce → row queryable, p50 / p99", f"{d.row_p50:.2f} s / {d.row_p99:.2f} s"),
             ]  # fmt: skip
         for count, (per_conversation, peak) in self.rss.items():

@@ -5,11 +5,17 @@ group and read it, like the baselines do. The rate runs from the first processed
 moment every event is accounted for in the workers' counters and every valid event's row is
 written to ClickHouse (chDB); a rebalance during the run voids it.
 
-Latency: one worker under simulated live traffic at a fixed rate, with a probe conversation
-started every 100 ms in queue `latency-probe`; the time from handing a probe to the producer
-until the worker's /metrics shows it (`ccpipe_conversations_waiting`) and until a query on
-ClickHouse finds its row. Probes are counted, not told apart: the n-th one seen is matched to
-the n-th one sent, which is exact while they become visible in order and close otherwise.
+Latency: one worker under simulated live traffic at a nominal rate, generated before the clock
+starts and handed to a librdkafka producer at each event's due time (a simulator and a Python
+producer on the same two cores would take CPU from the worker they measure, and fall behind).
+The simulation starts with a burst (every agent's state at once) and its rate then ramps up as
+conversations accumulate: no probe is sent until the worker has caught up (within half a second
+of traffic, three looks in a row). Then a probe conversation is started every 100 ms in queue
+`latency-probe`, and the rate reported is the one measured while they ran. Measured: the time
+from handing a probe to the producer until the worker's /metrics shows it
+(`ccpipe_conversations_waiting`) and until a query on ClickHouse finds its row. Probes are
+counted, not told apart: the n-th one seen is matched to the n-th one sent, which is exact
+while they become visible in order and close otherwise.
 
 Usage: python bench/stream.py [--events 100000] [--partitions 6] [--workers 1]
 """
@@ -28,17 +34,18 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import confluent_kafka
 import orjson
 
 from pipeline.broker import start_broker
 from pipeline.ports import LOOPBACK, free_port, wait_for_port
 from pipeline.processes import spawn_cli
-from pipeline.produce import live_events, live_simulation, send_lines
+from pipeline.produce import customer_key, live_simulation, send_lines
 from pipeline.settings import WorkerSettings
 from pipeline.simulate import SimulationSettings, Simulator
 from pipeline.store.query import run_query
@@ -187,7 +194,9 @@ def throughput(workers: Workers, lines: list[bytes], on_start: Callable[[], None
 
 @dataclass
 class Latency:
-    rate: float
+    asked: float  # the simulation's nominal rate
+    rate: float  # events/s handed to the producer while the probes ran
+    catch_up: float  # seconds of live traffic before the probes, until the worker kept up
     probes: int
     gauge_p50: float
     gauge_p99: float
@@ -201,15 +210,97 @@ def _probe(k: int) -> bytes:
                          "timestamp": time.time()})  # fmt: skip
 
 
-def _with_probes(background: Iterator[bytes], sent_at: list[float]) -> Iterator[bytes]:
-    next_probe = time.monotonic()
-    for line in background:
+@dataclass
+class Schedule:
+    """Simulated live traffic made before the clock starts (on two cores a live simulator
+    would take CPU from the worker it measures): each event's time from the start, its key and
+    its JSON without the timestamp, which is set to its due time when it is sent."""
+
+    offsets: list[float]
+    keys: list[bytes | None]
+    bodies: list[bytes]
+
+
+def simulated_schedule(rate: float, seconds: float) -> Schedule:
+    """The first `seconds` of a live simulation at nominal `rate`, with no broken or duplicate
+    events (probes are counted: every event must be accounted for once)."""
+    simulation = live_simulation(rate, seed=11, spike=None, spike_after=0.0, spike_seconds=0.0)
+    simulation = dataclasses.replace(simulation, invalid_rate=0.0, duplicate_rate=0.0)
+    schedule = Schedule([], [], [])
+    for event in Simulator(simulation).events():
+        offset = event.pop("timestamp") - simulation.start
+        if offset > seconds:
+            return schedule
+        body = orjson.dumps(event)
+        schedule.offsets.append(offset)
+        schedule.keys.append(customer_key(body))
+        schedule.bodies.append(body)
+    raise AssertionError("the simulation is endless")
+
+
+@dataclass
+class _Run:
+    """What the sending thread and the watchers share: what was handed to the producer, and
+    when the probes started (once the worker keeps up) and were sent."""
+
+    handed: int = 0
+    began: float = 0.0  # when the sending began (monotonic)
+    due: float = 0.0  # the latest due time handed (events come in arrival order: some are late)
+    keeps_up: bool = False  # set by the watcher
+    probing_from: float | None = None
+    handed_before: int = 0  # events handed when the probes started
+    sent_at: list[float] = dataclasses.field(default_factory=list)
+
+
+def _send_paced(bootstrap: str, topic: str, schedule: Schedule, run: _Run, seconds: float) -> None:
+    """Hand each event to a librdkafka producer at its due time (a producer that keeps up with
+    any rate here, partitioning keys like the Java client and kafka-python); once the run says
+    the worker keeps up, a probe every PROBE_EVERY for `seconds`."""
+    failed: list[str] = []
+
+    def delivered(error: object, _message: object) -> None:
+        if error is not None:
+            failed.append(str(error))
+
+    producer = confluent_kafka.Producer({
+        "bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5,
+        "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 2_000_000,
+    })  # fmt: skip
+    began, run.began, next_probe = time.time(), time.monotonic(), 0.0
+    for offset, key, body in zip(schedule.offsets, schedule.keys, schedule.bodies, strict=True):
+        due = began + offset
+        wait = due - time.time()
+        if wait > 0.001:
+            time.sleep(wait)
         now = time.monotonic()
-        if now >= next_probe:
-            sent_at.append(now)
-            yield _probe(len(sent_at) - 1)
-            next_probe = now + PROBE_EVERY
-        yield line
+        if run.keeps_up and run.probing_from is None:
+            run.probing_from, run.handed_before = now, run.handed
+        if run.probing_from is not None:
+            if now >= run.probing_from + seconds:
+                break
+            if now >= next_probe:
+                run.sent_at.append(now)
+                producer.produce(topic, _probe(len(run.sent_at) - 1), on_delivery=delivered)
+                next_probe = now + PROBE_EVERY
+        producer.produce(topic, body[:-1] + b',"timestamp":%.3f}' % due, key=key, on_delivery=delivered)
+        producer.poll(0)
+        run.handed += 1
+        run.due = max(run.due, due)
+    unsent = producer.flush(30)
+    assert not unsent and not failed, f"{unsent} events not delivered, {len(failed)} failed: {failed[:3]}"
+    return began
+
+
+def _keeps_up(run: _Run, processed: Callable[[], float], rate: float, stop: threading.Event) -> None:
+    """Start the probes once the sender is on schedule and the worker is within half a second
+    of traffic of what was handed to the producer, three looks in a row (the simulation starts
+    with a burst: every agent's state at once)."""
+    looks = 0
+    while not stop.is_set() and not run.keeps_up:
+        on_time = run.handed and time.time() - run.due <= 0.5
+        looks = looks + 1 if on_time and run.handed - processed() <= rate / 2 else 0
+        run.keeps_up = looks == 3
+        time.sleep(0.25)
 
 
 def _watch(seen_at: list[float], count: Callable[[], int], stop: threading.Event, every: float) -> None:
@@ -221,8 +312,10 @@ def _watch(seen_at: list[float], count: Callable[[], int], stop: threading.Event
         time.sleep(every)
 
 
-def latency(workers: Workers, rate: float, seconds: float) -> Latency:
-    """Produce→gauge and produce→row latency of probes under live traffic at `rate` events/s."""
+def latency(workers: Workers, rate: float, seconds: float, catch_up: float = 120.0) -> Latency:
+    """Produce→gauge and produce→row latency of probes under live traffic at nominal `rate`
+    events/s, measured for `seconds` once the worker has caught up with the simulation's start
+    (in at most `catch_up` seconds); the rate reported is the one handed while the probes ran."""
     url, query_port, store = workers.urls[0], workers.query_ports[0], workers.stores[0]
     series = f'ccpipe_conversations_waiting{{channel="chat",queue="{PROBE_QUEUE}"}}'
     sql = f"SELECT count() FROM interactions WHERE queue = '{PROBE_QUEUE}'"
@@ -233,31 +326,43 @@ def latency(workers: Workers, rate: float, seconds: float) -> Latency:
     def in_rows() -> int:
         return int(run_query(store, sql, query_port).rows[0][0])
 
-    sent_at: list[float] = []
+    def processed() -> float:
+        return total(scrape(url, PROCESSED), PROCESSED)
+
+    schedule = simulated_schedule(rate, catch_up + seconds)
+    run = _Run()
     gauge_at: list[float] = []
     row_at: list[float] = []
     stop = threading.Event()
     watchers = [
-        threading.Thread(target=_watch, args=(seen, count, stop, every), daemon=True)
-        for seen, count, every in ((gauge_at, in_gauge, POLL), (row_at, in_rows, 2 * POLL))
+        threading.Thread(target=target, args=args, daemon=True)
+        for target, args in (
+            (_keeps_up, (run, processed, rate, stop)),
+            (_watch, (gauge_at, in_gauge, stop, POLL)),
+            (_watch, (row_at, in_rows, stop, 2 * POLL)),
+        )
     ]
     for watcher in watchers:
         watcher.start()
     try:
-        simulation = live_simulation(rate, seed=11, spike=None, spike_after=0.0, spike_seconds=0.0)
-        simulation = dataclasses.replace(simulation, invalid_rate=0.0, duplicate_rate=0.0)
-        send_lines(workers.settings, _with_probes(live_events(simulation, seconds, None), sent_at))
+        settings = workers.settings
+        _send_paced(settings.kafka_bootstrap_servers, settings.input_topic, schedule, run, seconds)
+        if run.probing_from is None:
+            raise TimeoutError(f"the worker did not keep up with {rate:,.0f} events/s in {catch_up:.0f} s")
+        measured = (run.handed - run.handed_before) / (time.monotonic() - run.probing_from)
+        caught_up = run.probing_from - run.began
         deadline = time.monotonic() + 30
-        while (len(gauge_at) < len(sent_at) or len(row_at) < len(sent_at)) and time.monotonic() < deadline:
+        probes = len(run.sent_at)
+        while min(len(gauge_at), len(row_at)) < probes and time.monotonic() < deadline:
             time.sleep(POLL)
     finally:
         stop.set()
         for watcher in watchers:
             watcher.join()
-    assert len(gauge_at) >= len(sent_at) and len(row_at) >= len(sent_at), "probes went missing"
-    to_gauge = [seen - sent for sent, seen in zip(sent_at, gauge_at, strict=False)]
-    to_row = [seen - sent for sent, seen in zip(sent_at, row_at, strict=False)]
-    return Latency(rate, len(sent_at), *_p50_p99(to_gauge), *_p50_p99(to_row))
+    assert len(gauge_at) >= len(run.sent_at) and len(row_at) >= len(run.sent_at), "probes went missing"
+    to_gauge = [seen - sent for sent, seen in zip(run.sent_at, gauge_at, strict=False)]
+    to_row = [seen - sent for sent, seen in zip(run.sent_at, row_at, strict=False)]
+    return Latency(rate, measured, caught_up, len(run.sent_at), *_p50_p99(to_gauge), *_p50_p99(to_row))
 
 
 def _p50_p99(values: list[float]) -> tuple[float, float]:
