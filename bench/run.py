@@ -18,7 +18,8 @@ fifth between runs on a busy machine, and their medians make floor_ratio.
 
 The full run (without --quick) adds: the Quix Streams peer (group_by channel and queue, a
 tumbling 60 s count and mean; its ~30 s group join on this broker is not timed), latency
-produce→gauge and produce→row at half of one worker's rate, peak RSS with 100k and 1M open
+produce→gauge and produce→row at half of one worker's rate (nominal: bench/stream.py says how
+the rate measured while the probes run falls below it), peak RSS with 100k and 1M open
 conversations, and the CPU shares of one worker (py-spy), and prints them as a Markdown table.
 Usage: python bench/run.py [--quick]; the last line holds the throughput figures.
 """
