@@ -11,32 +11,26 @@ Usage: python bench/partials.py [--rate 3000] [--seconds 240] [--partitions 6]
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections import Counter
 
 import orjson
+from stream import clean_live_simulation
 
 from pipeline import gcpolicy
 from pipeline.engine import Engine
 from pipeline.events import Event, decode_event
-from pipeline.produce import live_simulation
 from pipeline.settings import EngineSettings
 from pipeline.simulate import Simulator
-from pipeline.stream.partials import AGENTS, PUBLISH_EVERY, PublishState, agent_snapshot, snapshot
+from pipeline.stream.partials import PUBLISH_EVERY, PublishState, publication
 from pipeline.stream.routing import home_partition
 
 
 def published_bytes(engine: Engine, policy: PublishState, partitions: int) -> int:
-    """The bytes of one publish that is due now."""
+    """The bytes of one publish that is due now, as a worker sends it."""
     policy.published = -float("inf")  # the timer is event time here
-    changed = policy.due(engine, 0.0)
-    engine.settle()
-    size = 0
-    if AGENTS in changed:
-        size += partitions * len(agent_snapshot("input", 0, 0, engine, changed=changed.pop(AGENTS)))
-    return size + sum(
-        len(snapshot("input", 0, 0, engine, key, changed=starts)) for key, starts in changed.items()
-    )
+    due = publication("input", 0, 0, engine, policy.due(engine, 0.0))
+    agents = partitions * len(due.agents) if due.agents is not None else 0  # to every partials partition
+    return agents + sum(len(value) for _, value in due.keyed)
 
 
 def main() -> None:
@@ -50,8 +44,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     gcpolicy.for_long_lived_state()
-    simulation = live_simulation(args.rate, seed=11, spike=None, spike_after=0.0, spike_seconds=0.0)
-    simulation = dataclasses.replace(simulation, invalid_rate=0.0, duplicate_rate=0.0)
+    simulation = clean_live_simulation(args.rate)
     engine, policy = Engine(EngineSettings()), PublishState()
     read: Counter[int] = Counter()
     sent: Counter[int] = Counter()

@@ -221,11 +221,16 @@ class Schedule:
     bodies: list[bytes]
 
 
-def simulated_schedule(rate: float, seconds: float) -> Schedule:
-    """The first `seconds` of a live simulation at nominal `rate`, with no broken or duplicate
-    events (probes are counted: every event must be accounted for once)."""
+def clean_live_simulation(rate: float) -> SimulationSettings:
+    """A live simulation at nominal `rate` with no broken or duplicate events (probes are
+    counted: every event must be accounted for once)."""
     simulation = live_simulation(rate, seed=11, spike=None, spike_after=0.0, spike_seconds=0.0)
-    simulation = dataclasses.replace(simulation, invalid_rate=0.0, duplicate_rate=0.0)
+    return dataclasses.replace(simulation, invalid_rate=0.0, duplicate_rate=0.0)
+
+
+def simulated_schedule(rate: float, seconds: float) -> Schedule:
+    """The first `seconds` of `clean_live_simulation(rate)`."""
+    simulation = clean_live_simulation(rate)
     schedule = Schedule([], [], [])
     for event in Simulator(simulation).events():
         offset = event.pop("timestamp") - simulation.start
@@ -288,7 +293,6 @@ def _send_paced(bootstrap: str, topic: str, schedule: Schedule, run: _Run, secon
         run.due = max(run.due, due)
     unsent = producer.flush(30)
     assert not unsent and not failed, f"{unsent} events not delivered, {len(failed)} failed: {failed[:3]}"
-    return began
 
 
 def _keeps_up(run: _Run, processed: Callable[[], float], rate: float, stop: threading.Event) -> None:

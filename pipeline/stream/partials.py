@@ -142,6 +142,32 @@ def agent_snapshot(source: str, partition: int, offset: int, engine: Engine, *,
 
 
 @dataclass(slots=True)
+class Publication:
+    """One publish of an input partition: its agents partial (for every partials partition),
+    if due, and the (key, snapshot) pairs of the (channel, queue)s."""
+
+    agents: bytes | None
+    keyed: list[tuple[bytes, bytes]]
+
+
+def publication(
+    source: str, partition: int, offset: int, engine: Engine, changed: dict[Key, set[float] | None]
+) -> Publication:
+    """The partials of what `PublishState.due` returned, all taken at `offset` (nothing is
+    awaited in between, so the state and the offset agree)."""
+    engine.settle()  # what agents owe the windows goes in before they are read
+    agents = None
+    if AGENTS in changed:
+        agents = agent_snapshot(source, partition, offset, engine, changed=changed[AGENTS])
+    keyed = [
+        (partial_key(key), snapshot(source, partition, offset, engine, key, changed=starts))
+        for key, starts in sorted(changed.items())
+        if key != AGENTS
+    ]
+    return Publication(agents, keyed)
+
+
+@dataclass(slots=True)
 class AgentPartial:
     offset: int
     windows: dict[tuple[float, str], AgentWindow]  # by (start, queue)

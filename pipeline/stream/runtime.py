@@ -34,9 +34,8 @@ from pipeline.stream.partials import (
     AGENTS,
     REPUBLISH_EVERY,
     PublishState,
-    agent_snapshot,
     partial_key,
-    snapshot,
+    publication,
 )
 from pipeline.stream.routing import REROUTED_HEADER, home_partition
 
@@ -287,18 +286,11 @@ class Runtime:
         """Publish what the partition's publish policy says is due (pipeline/stream/partials.py)."""
         changed = assigned.publish.due(assigned.engine, time.monotonic())
         if changed:
-            engine, offset, partition = assigned.engine, assigned.applied_offset, assigned.partition
-            engine.settle()  # what agents owe the windows goes in before they are read
-            if AGENTS in changed:
-                starts = changed.pop(AGENTS)
-                value = agent_snapshot(self.source, partition, offset, engine, changed=starts)
-                await self.outputs.broadcast_partial(partial_key(AGENTS), value)
-            await self.outputs.publish_partials(
-                [
-                    (partial_key(key), snapshot(self.source, partition, offset, engine, key, changed=starts))
-                    for key, starts in sorted(changed.items())
-                ]
-            )
+            state = assigned.state
+            due = publication(self.source, state.partition, state.applied_offset, state.engine, changed)
+            if due.agents is not None:
+                await self.outputs.broadcast_partial(partial_key(AGENTS), due.agents)
+            await self.outputs.publish_partials(due.keyed)
 
     async def publish_due(self) -> None:
         """Publish what changed in partitions that got no batch since (on a timer, so a key of
