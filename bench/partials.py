@@ -28,7 +28,7 @@ from pipeline.stream.routing import home_partition
 def published_bytes(engine: Engine, policy: PublishState, partitions: int) -> int:
     """The bytes of one publish that is due now, as a worker sends it."""
     policy.published = -float("inf")  # the timer is event time here
-    due = publication("input", 0, 0, engine, policy.due(engine, 0.0))
+    due = publication("input", 0, 0, engine, publish=policy, changed=policy.due(engine, 0.0))
     agents = partitions * len(due.agents) if due.agents is not None else 0  # to every partials partition
     return agents + sum(len(value) for _, value in due.keyed)
 

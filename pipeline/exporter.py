@@ -41,6 +41,7 @@ class Views(Protocol):
     """The merged views of the keys this worker owns (pipeline/stream/partials.py)."""
 
     settings: EngineSettings
+    gaps: int  # partial updates that did not follow what this owner held
 
     def rolling(self) -> dict[str, dict[Key, dict[str, Any]]]: ...
     def waiting(self, now: float) -> dict[Key, tuple[int, float | None]]: ...
@@ -165,6 +166,21 @@ class RecoveryCollector(Collector):
             yield GaugeMetricFamily(name, text, value=value)
 
 
+class PartialsCollector(Collector):
+    """How the owner's merge of the partials stays exact: updates it could not apply."""
+
+    def __init__(self, views: Views) -> None:
+        self.views = views
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "ccpipe_partials_gaps",
+            "Partial updates that did not follow the message this owner held for their key and "
+            "input partition; the key waits for that partition's next complete message",
+            value=self.views.gaps,
+        )
+
+
 class AgentCollector(Collector):
     """Agents and live staffing (contract §7.4), from the merged views at scrape time: agents by
     state and occupancy per queue (by the owner of partials partition 0), and per (channel,
@@ -283,6 +299,7 @@ class Exporter:
         self.registry.register(RollingCollector(views))
         self.registry.register(QueueCollector(views, newest_processed))
         self.registry.register(AgentCollector(views, staffing or StaffingSettings()))
+        self.registry.register(PartialsCollector(views))
         self.store_rows = Counter(
             "ccpipe_store_rows_written",
             "Rows durably written to ClickHouse",

@@ -325,3 +325,21 @@ def test_an_event_of_a_conversation_that_left_memory_changes_nothing() -> None:
     assert record["frt_seconds"] == 30 and record["messages_inbound"] == 1
     assert run.engine.stats.late == 2
     assert "c1" not in run.engine.waiting_by_key[("chat", "billing")]  # c2 waits, c1 does not
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_window_emptied_and_sealed_in_one_batch_gives_its_empty_row(split: bool) -> None:
+    """An earlier event moves a conversation to another queue, emptying the first queue's
+    window; the window's last row says it is empty whether or not a batch ended before the
+    watermark sealed it (a store or a partials owner would otherwise keep the stale count)."""
+    engine = Engine(EngineSettings(allowed_lateness_seconds=60))
+    engine.process(decoded([event("s", "conversation_started", "c1", 10, queue="tech")]))
+    moved = event("m", "message", "c1", 5, queue="billing", direction="inbound", author="customer")
+    sealing = event("x", "conversation_started", "c2", 400)
+    batches = [[moved], [sealing]] if split else [[moved, sealing]]
+    rows = [row for batch in batches for row in engine.process(decoded(batch)).windows]
+    tech = [row for row in rows if row.queue == "tech" and row.window_start == T0]
+    assert tech and tech[-1].fields["conversations_started"] == 0 and not tech[-1].final
+    assert engine.windows.window(("chat", "tech"), T0) is None
+    billing = [row for row in rows if row.queue == "billing" and row.window_start == T0 and row.final]
+    assert billing and billing[-1].fields["conversations_started"] == 1

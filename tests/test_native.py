@@ -65,7 +65,7 @@ def test_a_windows_annotations_follow_its_declared_accumulators() -> None:
 @pytest.mark.skipif(PURE, reason="this run is the pure-Python path already")
 def test_the_engine_tests_pass_on_the_pure_python_path() -> None:
     files = ["test_engine_scenarios.py", "test_engine_properties.py", "test_agents.py", "test_events.py",
-             "test_calendars.py", "test_bounded_state.py", "test_native.py"]  # fmt: skip
+             "test_calendars.py", "test_bounded_state.py", "test_partials_chain.py", "test_native.py"]  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(str(TESTS / f) for f in files)],
         env={**os.environ, native.PURE_ENV: "1"}, capture_output=True, timeout=600, check=False,

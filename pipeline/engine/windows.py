@@ -162,6 +162,49 @@ _NAMES = tuple(a.name for a in ACCUMULATORS)
 _VALUES = operator.attrgetter(*(f"{a.name}.values" if a.samples else a.name for a in ACCUMULATORS))
 _NUMBERS = tuple(a.name for a in ACCUMULATORS if not a.samples)
 _SAMPLES = tuple(a.name for a in ACCUMULATORS if a.samples)
+_NUMBER_NAMES = frozenset(_NUMBERS)
+_SAMPLE_NAMES = frozenset(_SAMPLES)
+
+
+def detached(state: dict[str, Any]) -> dict[str, Any]:
+    """A `state()` that the window's later changes do not reach (its sample lists copied)."""
+    copied = dict(state)
+    for name in _SAMPLES:
+        copied[name] = list(state[name])
+    return copied
+
+
+def state_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What turns the window `before` describes into the one `after` describes (both from
+    `state()`): each number that changed, and each sample distribution's [added, removed]."""
+    changes: dict[str, Any] = {name: after[name] for name in _NUMBERS if after[name] != before[name]}
+    for name in _SAMPLES:
+        added, removed = sorted_difference(before[name], after[name])
+        if added or removed:
+            changes[name] = [added, removed]
+    return changes
+
+
+def sorted_difference(before: list[float], after: list[float]) -> tuple[list[float], list[float]]:
+    """(the samples only `after` holds, those only `before` holds), as multisets of two sorted
+    lists: one walk, as a window mostly gains a sample or two between two publishes."""
+    added: list[float] = []
+    removed: list[float] = []
+    i = j = 0
+    while i < len(before) and j < len(after):
+        old, new = before[i], after[j]
+        if old == new:
+            i += 1
+            j += 1
+        elif old < new:
+            removed.append(old)
+            i += 1
+        else:
+            added.append(new)
+            j += 1
+    removed.extend(before[i:])
+    added.extend(after[j:])
+    return added, removed
 
 
 class WindowAggregate:
@@ -291,6 +334,20 @@ class WindowAggregate:
         """Every accumulator by name, as plain JSON-able values (exact samples as lists): the
         partials' wire format. Keyed by name, so two versions of ccpipe can exchange it."""
         return dict(zip(_NAMES, _VALUES(self), strict=True))
+
+    def change(self, changes: dict[str, Any]) -> None:
+        """Apply what `state_changes` found: the owner's side of a partial update. Names this
+        version does not know are ignored, as in `from_state`."""
+        for name, value in changes.items():
+            if name in _SAMPLE_NAMES:
+                added, removed = value
+                samples = getattr(self, name)
+                for sample in removed:
+                    samples.remove(sample)
+                for sample in added:
+                    samples.add(sample)
+            elif name in _NUMBER_NAMES:
+                setattr(self, name, value)
 
     @classmethod
     def from_state(cls, state: dict[str, Any] | list[Any]) -> WindowAggregate:
@@ -511,7 +568,8 @@ class WindowStore:
         return boundary if boundary > self.final_before else None
 
     def advance(self, watermark: float) -> list[WindowRow]:
-        """Seal every open window whose end is at or before the watermark; their final rows."""
+        """Seal every open window whose end is at or before the watermark; their final rows (and
+        the empty provisional row of each one emptied since its last row)."""
         boundary = self.boundary(watermark)
         if boundary is None:
             return []
@@ -520,10 +578,15 @@ class WindowStore:
         for start in sorted(s for s in self.open if s < boundary):
             kept: dict[Key, WindowAggregate] = {}
             for key, aggregate in sorted(self.open.pop(start).items()):
+                changed = (start, key) in self._changed
                 self._changed.discard((start, key))
                 if aggregate.activity:
                     rows.append(self._row(start, key, aggregate, final=True))
                     kept[key] = aggregate
+                elif changed:
+                    # Emptied since its last row (its samples moved to another queue) and sealed
+                    # at once: the empty row a batch ending in between would have given.
+                    rows.append(self._row(start, key, aggregate, final=False))
             if kept:
                 self.final[start] = kept
         horizon = boundary - self.retention - self.width

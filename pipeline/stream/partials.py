@@ -2,25 +2,33 @@
 
 An input partition's engine holds only its own customers, so a (channel, queue)'s windows
 are spread over every input partition, and so over every worker. Each worker publishes, for
-each of its partitions and each key, a snapshot of that key's windows (counters and exact FRT
-samples) and waiting state to the partials topic, keyed by the (channel, queue). The worker
-that owns the key's partials partition keeps the newest snapshot per source partition and
-exports the key's gauges: the exact merge of all of them. So every series has one exporter,
-and the numbers are the same whichever worker holds which input partition.
+each of its partitions and each key, that key's windows (counters and exact FRT samples) and
+waiting state to the partials topic, keyed by the (channel, queue). The worker that owns the
+key's partials partition keeps the newest state per source partition and exports the key's
+gauges: the exact merge of all of them. So every series has one exporter, and the numbers are
+the same whichever worker holds which input partition.
 
-A snapshot is either complete (every window of the key the partition holds) or an update of
-the windows that changed since the last one (at most every PUBLISH_EVERY, 0.25 s): an update
-costs one or two windows instead of an hour of them. Complete snapshots go out when a partition
-is first published and after every rebalance (a partials partition may have a new owner, which
-has only what it reads from then on), and otherwise only every REPUBLISH_EVERY, at a phase of
-its own per partition: they are a safety net, since the owner drops windows older than any
-rolling view by itself. (Every key's every window every 10 s was, by the end of a 20-minute
-soak at 1,000 events/s, twice the bytes of the input.)
+A message is either complete (every window of the key the partition holds) or an update of
+the windows that changed since the key's last message (at most every PUBLISH_EVERY, 0.25 s).
+An update sends a window whole only when the key's chain does not hold it yet; otherwise only
+what changed: the numbers that moved and the samples added or removed (resending an open
+window whole four times a second made the partials 2.6 times the input's bytes), and which
+windows the engine no longer holds (emptied, then sealed). Updates form
+a chain per key and input partition: each names its publisher's epoch (one per recovery of the
+partition) and the sequence number of the key's message before it, and the owner applies an
+update only onto exactly that message. Anything else (an owner that started reading in the
+middle, a lost or repeated message) is a gap: counted, logged, and the key waits for its next
+complete message from that partition. Complete messages go out when a partition is first
+published and after every rebalance (a partials partition may have a new owner, which has only
+what it reads from then on), and otherwise every REPUBLISH_EVERY, at a phase of its own per
+partition; the owner drops windows older than any rolling view by itself.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +38,7 @@ import orjson
 
 from pipeline.engine import Batch, Engine
 from pipeline.engine.agents import AgentSummary, AgentWindow, agent_rolling
-from pipeline.engine.windows import Key, WindowAggregate, rolling_views
+from pipeline.engine.windows import Key, WindowAggregate, detached, rolling_views, state_changes
 from pipeline.settings import ROLLING_SPANS, EngineSettings
 
 SEPARATOR = "\x1f"
@@ -38,14 +46,26 @@ SEPARATOR = "\x1f"
 # needs the staffed counts of its queues. It travels under this key, which no (channel, queue) has
 # (a channel is never empty), to every partials partition.
 AGENTS: Key = ("", "")
+log = logging.getLogger(__name__)
+
 PUBLISH_EVERY = 0.25  # changed windows reach their owner at most this often (seconds)
 REPUBLISH_EVERY = 600.0  # and every key's every window this often (and after each rebalance)
 
 
 @dataclass(slots=True)
+class Chain:
+    """What the owner of a key holds from this partition, as far as the publisher knows: the
+    sequence number of the key's last message and the open windows it described."""
+
+    sequence: int
+    windows: dict[float, dict[str, Any]]  # by start: the window's state as sent (detached)
+
+
+@dataclass(slots=True)
 class PublishState:
     """One input partition's publish policy: the keys whose partial changed since it last
-    published (with the starts of their changed windows), and when it published."""
+    published (with the starts of their changed windows), when it published, and each key's
+    chain of updates."""
 
     dirty: dict[Key, set[float]] = field(default_factory=dict)
     published: float = -math.inf
@@ -53,6 +73,11 @@ class PublishState:
     # Where in REPUBLISH_EVERY this partition's complete snapshots fall, so a worker's partitions
     # do not all send theirs at once (seconds, in [0, REPUBLISH_EVERY)).
     phase: float = 0.0
+    # A new epoch for every recovery of the partition (its state may be older than what the
+    # owner holds); sequence numbers every publish of it.
+    epoch: str = field(default_factory=lambda: secrets.token_hex(8))
+    sequence: int = 0
+    chains: dict[Key, Chain] = field(default_factory=dict)
 
     def republish(self) -> None:
         """Send every window of every key at the next publish (a rebalance happened)."""
@@ -87,33 +112,82 @@ class PublishState:
         return changed
 
 
+def oldest_viewed(newest: float | None, width: float) -> float:
+    """Windows starting at or before this are in no rolling view once a source's events
+    reached `newest` (the owner's clock is never behind any source's newest)."""
+    if newest is None:
+        return -math.inf
+    return math.floor(newest / width) * width - max(ROLLING_SPANS.values())
+
+
 def partial_key(key: Key) -> bytes:
     return f"{key[0]}{SEPARATOR}{key[1]}".encode()
 
 
 def snapshot(
-    source: str, partition: int, offset: int, engine: Engine, key: Key, *, changed: set[float] | None = None
+    source: str,
+    partition: int,
+    offset: int,
+    engine: Engine,
+    key: Key,
+    *,
+    publish: PublishState,
+    changed: set[float] | None = None,
 ) -> bytes:
     """One key's waiting state and windows in one partition of the `source` topic: all of its
-    windows, or only those starting at `changed`."""
+    windows, or an update of those starting at `changed` onto the key's last message."""
     waiting = engine.waiting_by_key.get(key)
-    if changed is None:
-        windows = engine.windows.windows_of(key)
+    body: dict[str, Any] = {
+        "source": source,
+        "partition": partition,
+        "offset": offset,
+        "key": list(key),
+        "newest": engine.newest,
+        "epoch": publish.epoch,
+        "sequence": publish.sequence,
+        "waiting": [len(waiting), waiting.oldest()] if waiting else [0, None],
+    }
+    whole: list[list[Any]] = []
+    changes: list[list[Any]] = []
+    dropped: list[float] = []
+    # The chain keeps the open windows (only they change; a final one that still does goes out
+    # whole) that a rolling view reaches (the owner lets go of the others).
+    still_open, oldest = engine.windows.open, oldest_viewed(engine.newest, engine.settings.window_seconds)
+    chain = publish.chains.get(key)
+    if changed is None or chain is None:
+        # Complete, or the key's first message since this epoch began: it starts the chain.
+        body["complete"] = True
+        chain = publish.chains[key] = Chain(publish.sequence, {})
+        for start, aggregate in engine.windows.windows_of(key):
+            state = aggregate.state()
+            whole.append([start, state])
+            if start in still_open and start > oldest:
+                chain.windows[start] = detached(state)
     else:
-        held = ((start, engine.windows.window(key, start)) for start in sorted(changed))
-        windows = [(start, aggregate) for start, aggregate in held if aggregate is not None]
-    return orjson.dumps(
-        {
-            "source": source,
-            "partition": partition,
-            "offset": offset,
-            "key": list(key),
-            "newest": engine.newest,
-            "complete": changed is None,
-            "windows": [[start, aggregate.state()] for start, aggregate in windows],
-            "waiting": [len(waiting), waiting.oldest()] if waiting else [0, None],
-        }
-    )
+        body["complete"] = False
+        body["since"] = chain.sequence
+        chain.sequence = publish.sequence
+        for start in sorted(changed):
+            window = engine.windows.window(key, start)
+            if window is None:  # emptied and sealed in one go: the owner lets go of it too
+                chain.windows.pop(start, None)
+                dropped.append(start)
+                continue
+            state = window.state()
+            before = chain.windows.get(start)
+            if before is None:
+                whole.append([start, state])
+            else:
+                difference = state_changes(before, state)
+                if difference:
+                    changes.append([start, difference])
+            chain.windows[start] = detached(state)
+        body["changes"] = changes
+        body["dropped"] = dropped
+        for start in [start for start in chain.windows if start not in still_open or start <= oldest]:
+            del chain.windows[start]
+    body["windows"] = whole
+    return orjson.dumps(body)
 
 
 def keys_of(engine: Engine) -> set[Key]:
@@ -151,16 +225,23 @@ class Publication:
 
 
 def publication(
-    source: str, partition: int, offset: int, engine: Engine, changed: dict[Key, set[float] | None]
+    source: str,
+    partition: int,
+    offset: int,
+    engine: Engine,
+    *,
+    publish: PublishState,
+    changed: dict[Key, set[float] | None],
 ) -> Publication:
-    """The partials of what `PublishState.due` returned, all taken at `offset` (nothing is
-    awaited in between, so the state and the offset agree)."""
+    """The partials of what `publish.due` returned, all taken at `offset` (nothing is awaited
+    in between, so the state and the offset agree)."""
     engine.settle()  # what agents owe the windows goes in before they are read
+    publish.sequence += 1
     agents = None
     if AGENTS in changed:
         agents = agent_snapshot(source, partition, offset, engine, changed=changed[AGENTS])
     keyed = [
-        (partial_key(key), snapshot(source, partition, offset, engine, key, changed=starts))
+        (partial_key(key), snapshot(source, partition, offset, engine, key, publish=publish, changed=starts))
         for key, starts in sorted(changed.items())
         if key != AGENTS
     ]
@@ -181,6 +262,8 @@ class Partial:
     newest: float | None
     windows: dict[float, WindowAggregate]  # by start
     waiting: tuple[int, float | None]
+    epoch: str | None = None  # None: from a worker before chained updates (a rolling upgrade)
+    sequence: int = 0
 
 
 class MergedViews:
@@ -196,6 +279,9 @@ class MergedViews:
         self._agents: dict[int, dict[int, AgentPartial]] = {}
         self.newest_event_time: float | None = None
         self._newest_seen_at = 0.0
+        # Updates that did not follow the message their key's owner holds from that partition
+        # (ccpipe_partials_gaps): the key waits for its next complete message from there.
+        self.gaps = 0
 
     def absorb(self, partials_partition: int, value: bytes) -> None:
         body: dict[str, Any] = orjson.loads(value)
@@ -205,19 +291,67 @@ class MergedViews:
             self._absorb_agents(partials_partition, body)
             return
         key: Key = (body["key"][0], body["key"][1])
-        partial = Partial(
-            source=body["partition"],
-            offset=body["offset"],
-            newest=body["newest"],
-            windows={start: WindowAggregate.from_state(state) for start, state in body["windows"]},
-            waiting=(body["waiting"][0], body["waiting"][1]),
-        )
         sources = self._owned.setdefault(partials_partition, {}).setdefault(key, {})
-        oldest = self._oldest_viewed(partial.newest)
-        _keep_newest(
-            sources, partial.source, partial, body.get("complete", True), lambda start: start > oldest
-        )
-        self._note_newest(partial.newest)
+        source = body["partition"]
+        known = sources.get(source)
+        epoch = body.get("epoch")
+        complete = body.get("complete", True)
+        if epoch is not None and not complete:
+            if known is None or known.epoch != epoch or known.sequence != body["since"]:
+                self._gap(key, source, known, body)
+                return
+            if not self._chain(known, body):
+                return
+        else:
+            partial = Partial(
+                source=source,
+                offset=body["offset"],
+                newest=body["newest"],
+                windows={start: WindowAggregate.from_state(state) for start, state in body["windows"]},
+                waiting=(body["waiting"][0], body["waiting"][1]),
+                epoch=epoch,
+                sequence=body.get("sequence", 0),
+            )
+            if epoch is None:  # a worker before chained updates: its updates hold whole windows
+                oldest = self._oldest_viewed(partial.newest)
+                _keep_newest(sources, source, partial, complete, lambda start: start > oldest)
+            elif known is None or known.epoch != epoch or partial.sequence > known.sequence:
+                sources[source] = partial  # a complete message starts the chain (a repeat is older)
+        self._note_newest(body["newest"])
+
+    def _chain(self, known: Partial, body: dict[str, Any]) -> bool:
+        """Lay an update onto the partial it follows; False (a gap) when a changed window is one
+        the owner does not hold."""
+        windows = known.windows
+        if any(start not in windows for start, _ in body["changes"]):
+            self._gap((body["key"][0], body["key"][1]), known.source, known, body)
+            return False
+        for start, state in body["windows"]:
+            windows[start] = WindowAggregate.from_state(state)
+        for start, changes in body["changes"]:
+            windows[start].change(changes)
+        for start in body["dropped"]:
+            windows.pop(start, None)
+        oldest = self._oldest_viewed(body["newest"])
+        for start in [start for start in windows if start <= oldest]:
+            del windows[start]
+        known.offset, known.newest, known.sequence = body["offset"], body["newest"], body["sequence"]
+        known.waiting = (body["waiting"][0], body["waiting"][1])
+        return True
+
+    def _gap(self, key: Key, source: int, known: Partial | None, body: dict[str, Any]) -> None:
+        """An update that does not follow what this owner holds. An owner that holds nothing
+        of the key from that partition yet (it has just been assigned the partials partition)
+        expects this until the complete message that a rebalance brings: not counted."""
+        if known is None:
+            return
+        self.gaps += 1
+        log.warning(
+            "partials of %s/%s from input partition %d: an update of epoch %s after message %s, "
+            "but this owner holds message %d of epoch %s; the key's numbers from that partition "
+            "wait for its next complete message",
+            key[0], key[1], source, body.get("epoch"), body.get("since"), known.sequence, known.epoch,
+        )  # fmt: skip
 
     def _absorb_agents(self, partials_partition: int, body: dict[str, Any]) -> None:
         windows = {
@@ -231,12 +365,7 @@ class MergedViews:
         self._note_newest(body.get("newest"))
 
     def _oldest_viewed(self, newest: float | None) -> float:
-        """Windows starting at or before this are in no rolling view once a source's events
-        reached `newest` (the owner's clock is never behind any source's newest)."""
-        if newest is None:
-            return -math.inf
-        width = self.settings.window_seconds
-        return math.floor(newest / width) * width - max(ROLLING_SPANS.values())
+        return oldest_viewed(newest, self.settings.window_seconds)
 
     def _note_newest(self, newest: float | None) -> None:
         if newest is not None and (self.newest_event_time is None or newest > self.newest_event_time):

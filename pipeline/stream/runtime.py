@@ -287,7 +287,8 @@ class Runtime:
         changed = assigned.publish.due(assigned.engine, time.monotonic())
         if changed:
             state = assigned.state
-            due = publication(self.source, state.partition, state.applied_offset, state.engine, changed)
+            due = publication(self.source, state.partition, state.applied_offset, state.engine,
+                              publish=assigned.publish, changed=changed)  # fmt: skip
             if due.agents is not None:
                 await self.outputs.broadcast_partial(partial_key(AGENTS), due.agents)
             await self.outputs.publish_partials(due.keyed)
