@@ -24,8 +24,8 @@ checkpoint stays valid.
 The image is made by a forked copy of the worker (`Capture`), as Redis makes its snapshots:
 the fork is the instant the state is taken (a copy-on-write view of memory, milliseconds
 whatever the state's size), and pickling it, which takes about a second per 100 000
-conversations, happens in that copy, at the lowest CPU priority, while the event loop goes on;
-the copy compresses only the parts to be written.
+conversations, happens in that copy on the other core while the event loop goes on; the copy
+compresses only the parts to be written.
 
 The checkpoint topics are written only by ccpipe workers and must not be writable by anyone
 else (their content is unpickled).
@@ -342,9 +342,6 @@ def _image_in_child(state: object, stored: Collection[str], pipe: int, parent: i
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the worker died before the line above
             os._exit(1)
-        # The image can wait; the worker's batches cannot. At the same priority the copy took
-        # CPU from the worker on a busy machine, and events waited seconds behind each image.
-        os.nice(IMAGE_NICENESS)
         gc.disable()  # collecting would only copy more of the worker's pages
         view = memoryview(pickle.dumps(image(state, stored), protocol=pickle.HIGHEST_PROTOCOL))
         while view:
@@ -355,4 +352,3 @@ def _image_in_child(state: object, stored: Collection[str], pipe: int, parent: i
 
 
 _PR_SET_PDEATHSIG = 1
-IMAGE_NICENESS = 19  # the copy making an image runs at the lowest CPU priority
