@@ -93,7 +93,7 @@ bench-quick: $(STAMP) native
 
 bench-engine: $(STAMP) native
 	$(BIN)/python bench/engine.py
-	$(BIN)/python bench/checkpoint.py
+	$(BIN)/python bench/checkpoint.py --live-rate 3000 14000
 	$(BIN)/python bench/partials.py
 
 # The embedded broker's round trip as it fills, in small and in large batches (what a soak meets).
