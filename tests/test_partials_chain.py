@@ -3,11 +3,13 @@ windows gained or lost, and the owner applies it only onto the message it follow
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import agent_msg, decoded, event
@@ -142,16 +144,20 @@ def test_updates_carry_what_changed_and_a_window_is_whole_only_once() -> None:
     assert any("frt" in change and change["frt"][1] == [] for change in changes)  # added, none removed
 
 
-def test_a_lost_update_is_a_gap_until_the_next_complete_message() -> None:
+def test_a_lost_update_is_a_gap_until_the_next_complete_message(caplog: pytest.LogCaptureFixture) -> None:
     engine, policy, sent = chain()
     views = MergedViews(SETTINGS, source="in")
-    for value in sent[:5] + sent[6:]:  # one update lost
-        views.absorb(0, value)
+    with caplog.at_level(logging.WARNING, logger="pipeline.stream.partials"):
+        for value in sent[:5] + sent[6:]:  # one update lost
+            views.absorb(0, value)
     assert views.gaps == len(sent) - 6  # every later update is refused, each counted
+    (line,) = caplog.messages  # and logged once
+    assert "chat/billing from input partition 0" in line and "holds message" in line
     policy.republish()
     for value in publish(engine, policy, len(sent)):
         views.absorb(0, value)
     assert_owner_holds_the_engine(views, engine)
+    assert not views._broken  # a chain that breaks again is logged again
 
 
 def test_a_repeated_message_changes_nothing() -> None:

@@ -282,6 +282,7 @@ class MergedViews:
         # Updates that did not follow the message their key's owner holds from that partition
         # (ccpipe_partials_gaps): the key waits for its next complete message from there.
         self.gaps = 0
+        self._broken: set[tuple[Key, int]] = set()  # (key, source) whose gap was logged
 
     def absorb(self, partials_partition: int, value: bytes) -> None:
         body: dict[str, Any] = orjson.loads(value)
@@ -317,6 +318,7 @@ class MergedViews:
                 _keep_newest(sources, source, partial, complete, lambda start: start > oldest)
             elif known is None or known.epoch != epoch or partial.sequence > known.sequence:
                 sources[source] = partial  # a complete message starts the chain (a repeat is older)
+                self._broken.discard((key, source))
         self._note_newest(body["newest"])
 
     def _chain(self, known: Partial, body: dict[str, Any]) -> bool:
@@ -346,6 +348,9 @@ class MergedViews:
         if known is None:
             return
         self.gaps += 1
+        if (key, source) in self._broken:
+            return  # logged once per broken chain; the counter has every gap
+        self._broken.add((key, source))
         log.warning(
             "partials of %s/%s from input partition %d: an update of epoch %s after message %s, "
             "but this owner holds message %d of epoch %s; the key's numbers from that partition "
