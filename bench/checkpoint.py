@@ -87,10 +87,11 @@ def live(rate: float, partitions: int = 6, warm: float = 90.0, interval: float =
             event = decode_event(orjson.dumps(raw))
             if isinstance(event, Event) and home_partition(event.routing_key, partitions) == 0:
                 pending.append(event)
-            if len(pending) >= BATCH or raw["timestamp"] > simulation.start + until:
+            past = raw["timestamp"] > simulation.start + until
+            if len(pending) >= BATCH or past:
                 engine.process(pending)
                 pending = []
-                if raw["timestamp"] > simulation.start + until:
+                if past:
                     break
         parts = image(engine, stored)
         written = [len(payload) for _, payload in parts if payload is not None]

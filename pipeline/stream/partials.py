@@ -153,6 +153,10 @@ def snapshot(
     # The chain keeps the open windows (only they change; a final one that still does goes out
     # whole) that a rolling view reaches (the owner lets go of the others).
     still_open, oldest = engine.windows.open, oldest_viewed(engine.newest, engine.settings.window_seconds)
+
+    def kept(start: float) -> bool:
+        return start in still_open and start > oldest
+
     chain = publish.chains.get(key)
     if changed is None or chain is None:
         # Complete, or the key's first message since this epoch began: it starts the chain.
@@ -161,7 +165,7 @@ def snapshot(
         for start, aggregate in engine.windows.windows_of(key):
             state = aggregate.state()
             whole.append([start, state])
-            if start in still_open and start > oldest:
+            if kept(start):
                 chain.windows[start] = detached(state)
     else:
         body["complete"] = False
@@ -184,7 +188,7 @@ def snapshot(
             chain.windows[start] = detached(state)
         body["changes"] = changes
         body["dropped"] = dropped
-        for start in [start for start in chain.windows if start not in still_open or start <= oldest]:
+        for start in [start for start in chain.windows if not kept(start)]:
             del chain.windows[start]
     body["windows"] = whole
     return orjson.dumps(body)
@@ -301,7 +305,7 @@ class MergedViews:
             if known is None or known.epoch != epoch or known.sequence != body["since"]:
                 self._gap(key, source, known, body)
                 return
-            if not self._chain(known, body):
+            if not self._chain(key, known, body):
                 return
         else:
             partial = Partial(
@@ -321,12 +325,12 @@ class MergedViews:
                 self._broken.discard((key, source))
         self._note_newest(body["newest"])
 
-    def _chain(self, known: Partial, body: dict[str, Any]) -> bool:
+    def _chain(self, key: Key, known: Partial, body: dict[str, Any]) -> bool:
         """Lay an update onto the partial it follows; False (a gap) when a changed window is one
         the owner does not hold."""
         windows = known.windows
         if any(start not in windows for start, _ in body["changes"]):
-            self._gap((body["key"][0], body["key"][1]), known.source, known, body)
+            self._gap(key, known.source, known, body)
             return False
         for start, state in body["windows"]:
             windows[start] = WindowAggregate.from_state(state)
